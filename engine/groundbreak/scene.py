@@ -1030,7 +1030,8 @@ def discover_scenes(
     """Every scene named by ``specs`` (files, globs, directories, STAC JSON), opened.
 
     Sorted by (date, scene_id). A file reached twice (two specs, or a file and a STAC item
-    pointing at it) is one scene; the STAC one wins because it carries more metadata. Scene ids
+    pointing at it) is one scene; the STAC one wins because it carries more metadata (two STAC
+    items pointing at one file: the first wins). Scene ids
     are file stems or STAC item ids; two different files with the same id get a short suffix from
     their path so ids stay unique.
     """
@@ -1043,29 +1044,29 @@ def discover_scenes(
     if band_order is not None:
         band_order = parse_band_order(band_order)
 
+    def key_of(path: str) -> str:
+        return os.path.realpath(path) if _is_local(path) else path
+
+    # STAC items first: a file also reached by path is then taken from its item, which carries
+    # the date and band names the bare file may lack.
+    expanded = [(spec, path) for spec in map(os.fspath, specs) for path in _expand(spec, mask_rules)]
     by_key: dict[str, Scene] = {}
-    for spec in specs:
-        spec = os.fspath(spec)
-        for path in _expand(spec, mask_rules):
-            if _is_stac_name(path):
-                scenes = [
-                    _scene_from_item(
-                        item, base, band_order=band_order, date=date, mask_rules=mask_rules,
-                        spec=spec,
-                    )
-                    for item, base in _load_stac(path)
-                ]
-                if not scenes:
-                    log.warning("STAC file %s holds no items", path)
-            else:
-                scenes = [
-                    open_scene(path, band_order=band_order, date=date, mask_rules=mask_rules)
-                ]
-            for scene in scenes:
-                key = os.path.realpath(scene.path) if _is_local(scene.path) else scene.path
-                old = by_key.get(key)
-                if old is None or (old.stac_item_id is None and scene.stac_item_id is not None):
-                    by_key[key] = scene
+    for spec, path in expanded:
+        if not _is_stac_name(path):
+            continue
+        items = _load_stac(path)
+        if not items:
+            log.warning("STAC file %s holds no items", path)
+        for item, base in items:
+            scene = _scene_from_item(
+                item, base, band_order=band_order, date=date, mask_rules=mask_rules, spec=spec
+            )
+            by_key.setdefault(key_of(scene.path), scene)
+    for spec, path in expanded:
+        if _is_stac_name(path) or key_of(path) in by_key:
+            continue
+        scene = open_scene(path, band_order=band_order, date=date, mask_rules=mask_rules)
+        by_key[key_of(path)] = scene
     if not by_key:
         raise UsageError(
             f"no scene found in {', '.join(map(str, specs))}",
