@@ -31,14 +31,15 @@ Rules, in order of precedence:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import glob as _glob
 import hashlib
 import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -303,6 +304,12 @@ def select_bands(scene: Scene, wanted: Sequence[str]) -> Tuple[int, ...]:
     indexes: list[int] = []
     missing: list[str] = []
     ambiguous: list[str] = []
+    repeated = sorted({r for r in wanted_roles if wanted_roles.count(r) > 1})
+    if repeated:
+        raise UsageError(
+            f"the model asks for band(s) {', '.join(repeated)} more than once",
+            hint="a model must declare each input band once; fix the model package",
+        )
     for want, role in zip(wanted, wanted_roles):
         hits = [
             i + 1
@@ -440,7 +447,8 @@ _BUILTIN_SIDECARS: Tuple[Tuple[str, str, Mapping[str, Tuple[int, ...]]], ...] = 
     ("_cloudmask", "classes", GROUNDBREAK_MASK_VALUES),
     ("_mask", "classes", GROUNDBREAK_MASK_VALUES),
 )
-_SIDECAR_NAME = re.compile(r"(_udm2|_udm|_scl|_cloudmask|_mask)(_[^.]*)?$", re.IGNORECASE)
+# Built-in sidecar names end with the suffix; Planet's put it mid-name (X_3B_udm2_clip).
+_SIDECAR_NAME = re.compile(r"(_udm2|_scl|_cloudmask|_mask)$|_3B_udm2?(_|$)", re.IGNORECASE)
 _PLANET_SCENE = re.compile(r"^(?P<prefix>.+_3B)_Analytic(?:MS)?(?P<rest>.*)$", re.IGNORECASE)
 
 
@@ -457,6 +465,19 @@ def _with_values(
     return MaskSource(path=path, kind=kind, origin=origin, **values)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_listdir(folder: str, mtime_ns: int) -> Tuple[str, ...]:
+    return tuple(sorted(os.listdir(folder)))
+
+
+def _listdir(folder: str) -> Tuple[str, ...]:
+    """Sorted entries of a folder, listed once per change (discovery asks once per scene)."""
+    try:
+        return _cached_listdir(folder, os.stat(folder).st_mtime_ns)
+    except OSError:
+        return ()
+
+
 def _find_sidecars(path: str, rules: Optional[MaskRules]) -> list[MaskSource]:
     """Sidecar masks next to a local scene file, by file-name pattern."""
     folder = os.path.dirname(path) or "."
@@ -470,10 +491,7 @@ def _find_sidecars(path: str, rules: Optional[MaskRules]) -> list[MaskSource]:
                 _with_values(candidate, kind, GROUNDBREAK_MASK_VALUES, rules, "filename-pattern")
             )
         return found
-    try:
-        entries = sorted(os.listdir(folder))
-    except OSError:
-        return found
+    entries = _listdir(folder)
     lower = {e.lower(): e for e in entries}
     seen_keys: set[str] = set()
     for suffix, kind, defaults in _BUILTIN_SIDECARS:

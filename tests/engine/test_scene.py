@@ -681,3 +681,18 @@ def test_real_udm2_decodes_mostly_valid(real_data):
     assert set(np.unique(classes)) <= {VALID, NODATA}
     # and the file is recognised as a sidecar, never a scene
     assert looks_like_sidecar(str(path))
+
+
+def test_sidecar_names_are_specific():
+    for name in ("s_udm2.tif", "s_SCL.tif", "s_mask.tif", "s_cloudmask.TIF",
+                 "20151119_025740_0c74_3B_udm2_clip.tif"):
+        assert looks_like_sidecar(name), name
+    for name in ("austin_mask_free_20200101.tif", "landmask_20200101.tif",
+                 "20151119_025740_0c74_3B_AnalyticMS_clip.tif", "m_4709963_se_14_1_20090818.tif"):
+        assert not looks_like_sidecar(name), name
+
+
+def test_model_asking_for_a_band_twice_is_refused(tmp_path):
+    scene = open_scene(write_raster(tmp_path / "s_20200101.tif", descriptions=RGBN))
+    with pytest.raises(UsageError, match="more than once"):
+        select_bands(scene, ("red", "red", "nir"))
