@@ -696,3 +696,32 @@ def test_model_asking_for_a_band_twice_is_refused(tmp_path):
     scene = open_scene(write_raster(tmp_path / "s_20200101.tif", descriptions=RGBN))
     with pytest.raises(UsageError, match="more than once"):
         select_bands(scene, ("red", "red", "nir"))
+
+
+def test_stac_scl_and_data_mask_assets(tmp_path):
+    write_raster(tmp_path / "img.tif", descriptions=RGBN)
+    write_classes(tmp_path / "scl.tif", np.zeros((48, 64)))
+    write_classes(tmp_path / "valid.tif", np.ones((48, 64)))
+    doc = _item(
+        "s2",
+        "img.tif",
+        common=RGBN,
+        extra_assets={
+            "SCL": {"href": "scl.tif", "roles": ["data"]},
+            "dataMask": {"href": "valid.tif", "roles": ["data-mask"]},
+        },
+    )
+    (tmp_path / "s2.json").write_text(json.dumps(doc))
+    (scene,) = discover_scenes([str(tmp_path / "s2.json")])
+    assert os.path.basename(scene.path) == "img.tif"  # the mask assets are not the data asset
+    kinds = {os.path.basename(m.path): (m.kind, m.cloud_values, m.nodata_values) for m in scene.mask_sources}
+    assert kinds == {
+        "scl.tif": ("classes", (8, 9, 10, 11), (0, 1)),
+        "valid.tif": ("classes", (), (0,)),
+    }
+    assert scene.band_names_source == "description"  # descriptions outrank STAC names
+
+
+def test_open_scene_on_a_directory_is_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="directory"):
+        open_scene(tmp_path)
