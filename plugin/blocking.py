@@ -1,0 +1,160 @@
+"""The engine as a blocking child process bound to a Processing feedback (or any callbacks).
+
+Used by the Processing algorithms (Toolbox, Modeler, qgis_process) and for the quick ``info`` /
+``model`` queries. Standard library only; the feedback object is duck-typed
+(``isCanceled()``, ``setProgress()``, ``pushInfo()``, ``reportError()``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import protocol, request
+from .stream import EventStream, RunState, describe_exit, final_status
+
+CANCEL_GRACE_S = 20.0
+TERMINATE_GRACE_S = 5.0
+
+
+class EngineCallError(RuntimeError):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def run_events(
+    interpreter: str,
+    args: Sequence[str],
+    is_canceled: Callable[[], bool] = lambda: False,
+    on_event: Optional[Callable[[protocol.Event], None]] = None,
+    on_stderr: Optional[Callable[[str], None]] = None,
+    on_garbage: Optional[Callable[[str], None]] = None,
+    poll_s: float = 0.1,
+) -> Tuple[str, RunState, Optional[Tuple[str, str]]]:
+    """Runs an engine command with ``--events jsonl``; returns (status, state, failure)."""
+    argv = request.engine_argv(interpreter, args)
+    stream = EventStream(on_event=on_event, on_garbage=on_garbage)
+    stderr_tail: List[str] = []
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=request.clean_environment(), bufsize=0,
+        )
+    except OSError as exc:
+        failure = ("could not start the engine interpreter %r: %s" % (argv[0], exc),
+                   "set the engine's Python in Groundbreak settings, or use 'Set up engine'")
+        return "failed", stream.state, failure
+
+    lock = threading.Lock()
+    chunks: List[bytes] = []
+
+    def pump_stdout() -> None:
+        while True:
+            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(65536)
+            if not chunk:
+                return
+            with lock:
+                chunks.append(chunk)
+
+    def pump_stderr() -> None:
+        for raw in iter(proc.stderr.readline, b""):
+            text = raw.decode("utf-8", "replace")
+            stderr_tail.append(text)
+            del stderr_tail[:-200]
+            if on_stderr is not None:
+                on_stderr(text.rstrip("\n"))
+
+    readers = [threading.Thread(target=pump_stdout, daemon=True), threading.Thread(target=pump_stderr, daemon=True)]
+    for thread in readers:
+        thread.start()
+
+    def drain() -> None:
+        with lock:
+            pending = b"".join(chunks)
+            chunks.clear()
+        if pending:
+            stream.feed(pending)  # callbacks run on this (the caller's) thread
+
+    cancel_sent_at: Optional[float] = None
+    terminated_at: Optional[float] = None
+    cancelled = False
+    while proc.poll() is None:
+        drain()
+        if is_canceled() and cancel_sent_at is None:
+            cancelled = True
+            cancel_sent_at = time.monotonic()
+            try:
+                proc.stdin.write(protocol.cancel_message().encode("utf-8"))
+                proc.stdin.flush()
+                proc.stdin.close()
+            except OSError:
+                pass
+        if cancel_sent_at is not None and terminated_at is None and time.monotonic() - cancel_sent_at > CANCEL_GRACE_S:
+            proc.terminate()
+            terminated_at = time.monotonic()
+        if terminated_at is not None and time.monotonic() - terminated_at > TERMINATE_GRACE_S:
+            proc.kill()
+        time.sleep(poll_s)
+    for thread in readers:
+        thread.join(timeout=5)
+    drain()
+    stream.close()
+    crashed = proc.returncode is not None and proc.returncode < 0 and not cancelled
+    status = final_status(stream.state, proc.returncode, crashed)
+    if status == "failed" and cancelled and not stream.state.errors and not stream.state.status:
+        status = "cancelled"
+    failure = None
+    if status == "failed":
+        failure = describe_exit(stream.state, proc.returncode, "".join(stderr_tail))
+    return status, stream.state, failure
+
+
+def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) -> Dict[str, Any]:
+    """Runs a quick ``--json`` engine command (``info``, ``model``, ``plan --json``) and parses stdout."""
+    argv = request.engine_argv(interpreter, args)
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, env=request.clean_environment(), timeout=timeout_s,
+        )
+    except OSError as exc:
+        raise EngineCallError(
+            "could not start the engine interpreter %r: %s" % (argv[0], exc),
+            "set the engine's Python in Groundbreak settings, or use 'Set up engine'",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s), "try again with fewer inputs")
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        message, hint = _cli_error(stderr)
+        raise EngineCallError(
+            "engine %s failed (exit code %d): %s" % (args[0], done.returncode, message or "no message"),
+            hint or "see the Groundbreak tab of the log panel",
+        )
+    try:
+        value = json.loads(done.stdout.decode("utf-8", "replace"))
+    except ValueError:
+        raise EngineCallError(
+            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout),
+            "check that the interpreter runs the Groundbreak engine",
+        ) from None
+    if not isinstance(value, dict):
+        raise EngineCallError("engine %s printed JSON that is not an object" % args[0])
+    return value
+
+
+def _cli_error(stderr: str) -> Tuple[str, str]:
+    """The CLI prints ``Error: ...`` and ``Hint: ...``; fall back to the last stderr line."""
+    message = hint = ""
+    for line in stderr.splitlines():
+        if line.startswith("Error:"):
+            message = line[len("Error:"):].strip()
+        elif line.startswith("Hint:"):
+            hint = line[len("Hint:"):].strip()
+    if not message and stderr:
+        message = stderr.splitlines()[-1][:300]
+    return message, hint

@@ -1,0 +1,155 @@
+"""Engine command lines: which interpreter, which arguments, which environment.
+
+Pure standard library (no QGIS) so it is unit-tested without QGIS and shared by the dock, the
+Processing algorithms and the "Set up engine" action.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+# Inherited by QGIS from its own start-up; each breaks the engine's bundled GDAL/PROJ or its Python.
+DROPPED_ENV = ("PYTHONHOME", "PYTHONPATH", "GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "GDAL_DRIVER_PATH")
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+
+
+class RequestError(ValueError):
+    """A request that cannot be turned into a command line (says what and how to fix)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a ``groundbreak run`` / ``plan`` needs; built by the dock or an algorithm."""
+
+    aois: Tuple[str, ...]
+    scenes: Tuple[str, ...]
+    out: Optional[str] = None
+    model: Optional[str] = None
+    min_valid: Optional[float] = None
+    batch_size: Optional[int] = None
+    threads: Optional[int] = None
+    price_per_hour: Optional[float] = None
+    aoi_id_field: Optional[str] = None
+    band_order: Tuple[str, ...] = ()
+    extra: Tuple[str, ...] = field(default=())
+
+    def validate(self, command: str) -> None:
+        if not self.aois:
+            raise RequestError("no AOI given", "draw an AOI on the map or pick a polygon layer")
+        if not self.scenes:
+            raise RequestError("no scenes given", "add raster layers, files, a folder or a STAC JSON")
+        if command == "run" and not self.out:
+            raise RequestError("no output GeoPackage given", "choose where to write detections")
+        if self.min_valid is not None and not 0.0 <= self.min_valid <= 1.0:
+            raise RequestError(
+                "minimum valid fraction %r is outside 0..1" % self.min_valid,
+                "use e.g. 0.5 (half of a chip must be valid data)",
+            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise RequestError("batch size %r must be at least 1" % self.batch_size)
+        if self.threads is not None and self.threads < 1:
+            raise RequestError("threads %r must be at least 1" % self.threads)
+        if self.price_per_hour is not None and self.price_per_hour < 0:
+            raise RequestError("price per hour %r must not be negative" % self.price_per_hour)
+
+
+def run_args(request: RunRequest, command: str = "run", events: bool = True) -> List[str]:
+    """Arguments after ``-m groundbreak`` for ``run`` or ``plan``."""
+    if command not in ("run", "plan"):
+        raise RequestError("unknown engine command %r" % command)
+    request.validate(command)
+    args: List[str] = [command]
+    for aoi in request.aois:
+        args += ["--aoi", str(aoi)]
+    args.append("--scenes")
+    args += [str(scene) for scene in request.scenes]
+    if command == "run":
+        args += ["--out", str(request.out)]
+    if request.model:
+        args += ["--model", str(request.model)]
+    if request.min_valid is not None:
+        args += ["--min-valid", _num(request.min_valid)]
+    if request.batch_size is not None:
+        args += ["--batch-size", str(int(request.batch_size))]
+    if request.threads is not None:
+        args += ["--threads", str(int(request.threads))]
+    if request.price_per_hour is not None:
+        args += ["--price-per-hour", _num(request.price_per_hour)]
+    if request.aoi_id_field:
+        args += ["--aoi-id-field", request.aoi_id_field]
+    if request.band_order:
+        args += ["--band-order", ",".join(request.band_order)]
+    args += list(request.extra)
+    if events:
+        args += ["--events", "jsonl"]
+    return args
+
+
+def info_args(scenes: Sequence[str]) -> List[str]:
+    if not scenes:
+        raise RequestError("no scenes given", "add raster layers, files, a folder or a STAC JSON")
+    return ["info"] + [str(scene) for scene in scenes] + ["--json"]
+
+
+def model_args(model_dir: Optional[str] = None) -> List[str]:
+    return ["model"] + ([str(model_dir)] if model_dir else []) + ["--json"]
+
+
+def engine_argv(interpreter: str, args: Sequence[str]) -> List[str]:
+    """The full argv: the engine's interpreter runs the engine as a module."""
+    if not interpreter:
+        raise RequestError(
+            "no engine interpreter configured",
+            "open Groundbreak settings and choose the engine's Python, or use 'Set up engine'",
+        )
+    return [str(interpreter), "-m", "groundbreak"] + list(args)
+
+
+def clean_environment(base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """QGIS's environment minus the variables that break the engine's own GDAL/PROJ/Python."""
+    env = dict(os.environ if base is None else base)
+    for name in DROPPED_ENV:
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def checkout_root() -> Optional[Path]:
+    """The repository root when the plugin runs from a checkout (``<repo>/plugin``), else None."""
+    candidate = PLUGIN_DIR.parent
+    if (candidate / "engine" / "groundbreak").is_dir() and (candidate / "pyproject.toml").is_file():
+        return candidate
+    return None
+
+
+def venv_python(venv: Path) -> Path:
+    if sys.platform.startswith("win"):
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
+
+
+def default_interpreter(profile_dir: Optional[str] = None) -> str:
+    """Where the engine's Python is expected when the user has not chosen one.
+
+    Never ``sys.executable``: inside QGIS that is not QGIS's Python (and not the engine's).
+    """
+    root = checkout_root()
+    if root is not None and venv_python(root / ".venv").exists():
+        return str(venv_python(root / ".venv"))
+    if profile_dir:
+        return str(venv_python(Path(profile_dir) / "groundbreak" / "engine-venv"))
+    return ""
+
+
+def _num(value: float) -> str:
+    return ("%.6f" % float(value)).rstrip("0").rstrip(".") or "0"

@@ -1,0 +1,44 @@
+"""One-line descriptions of engine answers (scene info, model card, plan) for the dock and Processing.
+
+Standard library only, so they are unit-tested without QGIS.
+"""
+
+from __future__ import annotations
+
+
+def describe_scene(scene: dict) -> str:
+    res = scene.get("res") or [0, 0]
+    return "%s · %s · %.1f m · EPSG:%s" % (
+        scene.get("date") or "no date", ",".join(scene.get("bands") or []) or "%s bands" % scene.get("count"),
+        float(res[0] or 0), scene.get("epsg"))
+
+
+def describe_model(model: dict) -> str:
+    text = "%s %s · bands %s · %.1f m GSD · %d px chips" % (
+        model.get("model_id"), model.get("version"), ",".join(model.get("bands") or []), float(model.get("gsd") or 0),
+        int(model.get("chip_size") or 0))
+    if model.get("demo"):
+        text += " · DEMO weights (not validated on real construction)"
+    if model.get("card_summary"):
+        text += "\n" + str(model["card_summary"])
+    return text
+
+
+def describe_plan(result: dict) -> str:
+    stats = result.get("stats") or {}
+    cost = result.get("cost") or {}
+    dropped = stats.get("expected_dropped") or {}
+    return ("%d chips over %.2f km²; expected drops: %d nodata, %d cloud, %d shadow; %d to infer; "
+            "about %s; cost $%.4f at $%.2f/h ($%.5f per km²)") % (
+        int(stats.get("chips_planned", 0)), float(stats.get("aoi_km2", 0)), int(dropped.get("nodata", 0)),
+        int(dropped.get("cloud", 0)), int(dropped.get("shadow", 0)), int(stats.get("chips_expected_inferred", 0)),
+        _duration(float(stats.get("expected_seconds", 0))), float(cost.get("run_usd", 0)),
+        float(cost.get("price_per_hour", 0)), float(cost.get("per_km2_usd", 0)))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return "%.0f s" % seconds
+    if seconds < 5400:
+        return "%.0f min" % (seconds / 60)
+    return "%.1f h" % (seconds / 3600)

@@ -1,0 +1,73 @@
+"""The blocking driver (used by Processing) against the fake engine: no QGIS needed."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from conftest import RECORDED
+from plugin import blocking, request
+from plugin.request import RunRequest
+
+
+def run_request(tmp_path):
+    return RunRequest(aois=("aoi.gpkg",), scenes=("a.tif",), out=str(tmp_path / "out.gpkg"))
+
+
+def test_run_streams_events_and_writes_output(fake_engine, tmp_path):
+    events = []
+    status, state, failure = blocking.run_events(fake_engine, request.run_args(run_request(tmp_path)),
+                                                 on_event=events.append)
+    assert status == "ok" and failure is None
+    assert sum(len(e.get("features")) for e in events if e.type == "features") == 6
+    assert state.result["outputs"]["gpkg"] == str(tmp_path / "out.gpkg")
+    assert (tmp_path / "out.gpkg").exists()
+    logged = json.loads((tmp_path / "argv.jsonl").read_text().splitlines()[0])
+    assert logged["argv"][:3] == ["-m", "groundbreak", "run"]
+    assert logged["env_pythonpath"] is None and logged["unbuffered"] == "1"
+
+
+def test_cancel_stops_the_engine_and_keeps_partial_results(fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GB_FAKE_DELAY", "0.2")
+    first_features = threading.Event()
+
+    def on_event(event):
+        if event.type == "features":
+            first_features.set()
+
+    status, state, failure = blocking.run_events(fake_engine, request.run_args(run_request(tmp_path)),
+                                                 is_canceled=first_features.is_set, on_event=on_event)
+    assert status == "cancelled" and failure is None
+    assert 1 <= state.features_received < 6
+    assert (tmp_path / "out.gpkg").exists()
+
+
+def test_error_event_becomes_the_failure(fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / "run_error.jsonl"))
+    monkeypatch.setenv("GB_FAKE_EXIT", "1")
+    status, state, failure = blocking.run_events(fake_engine, request.run_args(run_request(tmp_path)))
+    assert status == "failed"
+    assert "nir" in failure[0] and "--band-order" in failure[1]
+
+
+def test_crash_mid_stream_is_a_failure_with_the_stderr_tail(fake_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GB_FAKE_CRASH", "1")
+    status, state, failure = blocking.run_events(fake_engine, request.run_args(run_request(tmp_path)))
+    assert status == "failed"
+    assert "134" in failure[0] and "simulated engine crash" in failure[0]
+
+
+def test_missing_interpreter_is_a_failure_not_an_exception(tmp_path):
+    status, _, failure = blocking.run_events(str(tmp_path / "nope" / "python"), ["model", "--json"])
+    assert status == "failed" and "could not start" in failure[0]
+
+
+def test_run_json_parses_info_and_reports_cli_errors(fake_engine, tmp_path):
+    info = blocking.run_json(fake_engine, request.info_args(["/x/a.tif"]))
+    assert info["scenes"][0]["bands"] == ["red", "green", "blue", "nir"]
+    try:
+        blocking.run_json(fake_engine, ["bogus"])
+    except blocking.EngineCallError as exc:
+        assert "exit code 2" in exc.message
+    else:
+        raise AssertionError("expected EngineCallError")
