@@ -1,0 +1,82 @@
+"""The ``groundbreak`` command line: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import click
+
+from .. import __version__
+from ..errors import GroundbreakError
+
+
+class _Group(click.Group):
+    """Reports GroundbreakError once, as ``Error:``/``Hint:``, with the documented exit codes."""
+
+    def parse_args(self, ctx: click.Context, args):
+        from .common import expand_variadic
+
+        return super().parse_args(ctx, expand_variadic(args))
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GroundbreakError as exc:
+            _report(exc, ctx)
+            ctx.exit(exc.exit_code)
+
+
+def _report(exc: GroundbreakError, ctx: click.Context) -> None:
+    reporter = (ctx.obj or {}).get("reporter") if isinstance(ctx.obj, dict) else None
+    if reporter is not None and reporter.streaming:
+        reporter.error(exc.code, exc.message, exc.hint, exc.retryable)
+        reporter.done("failed", exc.exit_code)
+    click.echo("Error: %s" % exc.message, err=True)
+    if exc.hint:
+        click.echo("Hint: %s" % exc.hint, err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="groundbreak")
+@click.option("-v", "--verbose", count=True, help="More log detail on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Find heavy construction activity in 4-band (R, G, B, NIR) imagery, on CPUs.
+
+    \b
+    $ groundbreak demo                                  # everything on built-in demo data
+    $ groundbreak info scenes/*.tif                     # what the engine sees in your scenes
+    $ groundbreak plan --aoi site.gpkg --scenes 'scenes/*.tif'
+    $ groundbreak run  --aoi site.gpkg --scenes 'scenes/*.tif' --out detections.gpkg
+    """
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("groundbreak")
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [handler]
+    root.setLevel(level)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+
+
+def _register() -> None:
+    from . import info, model, plan, run  # noqa: F401  (each module adds its command)
+
+    for module in (info, model, plan, run):
+        cli.add_command(module.command)
+    try:
+        from . import demo
+
+        cli.add_command(demo.command)
+    except ImportError:
+        pass
+
+
+_register()
+
+
+def main(argv: Optional[list] = None) -> None:
+    cli.main(args=argv, prog_name="groundbreak")

@@ -1,0 +1,131 @@
+"""Options and helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import click
+
+from ..aoi import read_aois
+from ..cost import DEFAULT_PRICE_PER_HOUR
+from ..errors import UsageError
+from ..grid import grid_for
+from ..model import ModelPackage, load_model_package
+from ..plan import Plan, make_plan
+from ..reporter import CancelToken, Reporter, watch_stdin
+from ..scene import discover_scenes
+
+
+def _band_order(_ctx, _param, value: Optional[str]) -> Optional[Tuple[str, ...]]:
+    if not value:
+        return None
+    names = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    if not names:
+        raise click.BadParameter("give band names separated by commas, e.g. red,green,blue,nir")
+    return names
+
+
+def input_options(func: Callable) -> Callable:
+    """--aoi/--scenes/--model and friends, shared by plan and run."""
+    opts = [
+        click.option("--aoi", "aois", multiple=True, required=True, metavar="FILE",
+                     help="AOI polygons: any OGR vector file (GeoPackage, GeoJSON, Shapefile), any CRS. "
+                          "Repeat for more files; 'file.gpkg|layername=x' picks a layer."),
+        click.option("--scenes", "scenes", multiple=True, required=True, metavar="SCENE",
+                     help="GeoTIFF/COG paths or globs (quote them), folders, or STAC Item/ItemCollection/"
+                          "Catalog JSON. Repeat or list several after one --scenes."),
+        click.option("--model", "model_path", default=None, metavar="DIR",
+                     help="Model package folder (default: the bundled demo model)."),
+        click.option("--min-valid", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+                     help="Drop chips with a smaller clear, valid fraction before inference."),
+        click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256),
+                     help="CPU threads for inference."),
+        click.option("--price-per-hour", default=DEFAULT_PRICE_PER_HOUR, show_default=True,
+                     type=click.FloatRange(0), help="USD per node-hour for the cost figures (an example price "
+                     "by default)."),
+        click.option("--aoi-id-field", default=None, metavar="FIELD",
+                     help="AOI attribute holding its id (default: aoi_id, id, name, or the feature id)."),
+        click.option("--band-order", default=None, callback=_band_order, metavar="NAMES",
+                     help="The scenes' band order when their files don't label bands, e.g. red,green,blue,nir."),
+        click.option("--date", "date", default=None, metavar="YYYY-MM-DD",
+                     help="Acquisition date for a single scene whose file carries none."),
+        click.option("--grid-epsg", default=None, type=int, metavar="EPSG",
+                     help="Chip grid CRS (default: the UTM zone of the AOIs' centre)."),
+        click.option("--events", type=click.Choice(["jsonl"]), default=None,
+                     help="Stream typed JSON-lines events on stdout (for QGIS and other clients)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+VARIADIC = ("--scenes", "--aoi")
+
+
+def expand_variadic(args: Sequence[str]) -> List[str]:
+    """Let ``--scenes a.tif b.tif`` mean ``--scenes a.tif --scenes b.tif`` (shells expand globs
+    into many words; click options take one value each)."""
+    out: List[str] = []
+    current: Optional[str] = None
+    for arg in args:
+        if arg in VARIADIC:
+            current = arg
+            out.append(arg)
+            continue
+        if current is not None and not arg.startswith("-") and out and out[-1] != current:
+            out.extend([current, arg])
+            continue
+        if arg.startswith("-"):
+            current = None
+        out.append(arg)
+    return out
+
+
+def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optional[str], aoi_id_field: Optional[str],
+                band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter
+                ) -> Tuple[Plan, ModelPackage]:
+    model = load_model_package(model_path)
+    reporter.stage("plan", "reading AOIs and scenes")
+    aoi_list, warnings = read_aois(list(aois), id_field=aoi_id_field)
+    for w in warnings:
+        reporter.warning(w.code, w.message, w.hint)
+    if date is not None and len(scenes) > 1:
+        raise UsageError("--date applies to one scene, but %d were given" % len(scenes),
+                         hint="put dates in file names or TIFFTAG_DATETIME, or use a STAC catalog")
+    scene_list = discover_scenes(list(scenes), band_order=band_order, date=date)
+    grid = grid_for([a.geometry for a in aoi_list], chip_px=model.chip_size, gsd=model.gsd, epsg=grid_epsg)
+    plan = make_plan(aoi_list, scene_list, grid)
+    for scene_id in plan.skipped_scenes:
+        reporter.warning("scene_outside_aoi", "scene %s does not overlap any AOI; skipped" % scene_id, "")
+    return plan, model
+
+
+def make_reporter(events: Optional[str], command: str) -> Reporter:
+    return Reporter(sys.stdout if events == "jsonl" else None, command=command)
+
+
+def install_cancel(events: Optional[str]) -> CancelToken:
+    """Cancel on SIGTERM/SIGINT, and (for clients) on a cancel line or EOF on a piped stdin."""
+    token = CancelToken()
+
+    def _handler(signum, _frame):
+        token.cancel("signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    if events == "jsonl" and _stdin_is_pipe():
+        watch_stdin(token)
+    return token
+
+
+def _stdin_is_pipe() -> bool:
+    # /dev/null or a terminal must not cancel a run the moment it starts; only a client's pipe does.
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
