@@ -467,7 +467,7 @@ class GroundbreakDock(QDockWidget):
         run_name = "run %s" % time.strftime("%Y-%m-%d %H:%M:%S")
         self.live = LiveDetections(run_name)
         self.engine = EngineProcess(self)
-        self.engine.event.connect(self._on_event)
+        self.engine.received.connect(self._on_event)
         self.engine.finished.connect(self._on_run_finished)
         self.progress.setValue(0)
         self.stage_label.setText("Starting the engine…")

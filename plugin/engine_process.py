@@ -23,14 +23,14 @@ KILL_AFTER_MS = 5000
 class EngineProcess(QObject):
     """Runs one engine command; emits each protocol event and a final (status, state)."""
 
-    event = pyqtSignal(object)  # protocol.Event
+    received = pyqtSignal(object)  # protocol.Event (not "event": that is QObject.event)
     garbage = pyqtSignal(str)
     finished = pyqtSignal(str, object)  # status, RunState
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self.process: Optional[QProcess] = None
-        self.stream = EventStream(on_event=self.event.emit, on_garbage=self._on_garbage)
+        self.stream = EventStream(on_event=self.received.emit, on_garbage=self._on_garbage)
         self._stderr: List[str] = []
         self._cancel_requested = False
         self._crashed = False

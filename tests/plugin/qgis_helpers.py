@@ -26,6 +26,18 @@ class SettingsSandbox:
                 self.settings.setValue("groundbreak/" + key, value)
 
 
-def message_texts(iface) -> list:
+def message_texts(iface, level=None) -> list:
+    """Texts pushed to the message bar (pytest-qgis's mock bar records them by level)."""
     bar = iface.messageBar()
+    if hasattr(bar, "messages"):
+        levels = [level] if level is not None else list(bar.messages)
+        return [text for lv in levels for text in bar.messages[lv]]
     return [item.text() for item in bar.items()]
+
+
+def clear_messages(iface) -> None:
+    bar = iface.messageBar()
+    if hasattr(bar, "clear_messages"):
+        bar.clear_messages()
+    else:
+        bar.clearWidgets()
