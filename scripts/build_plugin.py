@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Build the QGIS plugin zip: ``dist/groundbreak-<version>.zip`` holding the folder ``groundbreak/``.
+
+    python3 scripts/build_plugin.py                 # plugin + engine wheel (for "Set up engine")
+    python3 scripts/build_plugin.py --no-engine     # plugin only (tests; a checkout's engine is used)
+    python3 scripts/build_plugin.py --out /tmp/dist
+
+The zip holds the plugin sources (``plugin/``, with its byte-identical ``protocol.py``),
+``metadata.txt``, ``icon.png``, ``styles/`` and ``icons/`` from ``resources/``, and, unless
+``--no-engine``, ``engine/groundbreak-<version>-py3-none-any.whl`` built from this repository with
+``pip wheel --no-deps``. "Set up engine" installs that wheel with ``torch==2.13.0`` into a new venv.
+Install the zip in QGIS with Plugins > Manage and Install Plugins > Install from ZIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "groundbreak"
+SKIP_PARTS = {"__pycache__", ".pytest_cache"}
+SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+
+def plugin_version() -> str:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    return parser["general"]["version"]
+
+
+def check_metadata() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    general = parser["general"]
+    required = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
+                "tracker", "homepage", "icon", "tags", "changelog", "hasProcessingProvider")
+    missing = [key for key in required if not general.get(key, "").strip()]
+    if missing:
+        raise SystemExit("metadata.txt lacks %s" % ", ".join(missing))
+
+
+def files_to_pack() -> list[tuple[Path, str]]:
+    """(source file, path inside the zip) pairs."""
+    out: list[tuple[Path, str]] = []
+    for path in sorted((REPO / "plugin").rglob("*")):
+        rel = path.relative_to(REPO / "plugin")
+        if path.is_file() and not SKIP_PARTS & set(rel.parts) and path.suffix not in SKIP_SUFFIXES:
+            out.append((path, "%s/%s" % (PACKAGE, rel.as_posix())))
+    out.append((REPO / "metadata.txt", "%s/metadata.txt" % PACKAGE))
+    out.append((REPO / "resources" / "icons" / "icon.png", "%s/icon.png" % PACKAGE))
+    for kind in ("styles", "icons"):
+        for path in sorted((REPO / "resources" / kind).glob("*")):
+            if path.is_file() and path.suffix in (".qml", ".svg", ".png"):
+                out.append((path, "%s/%s/%s" % (PACKAGE, kind, path.name)))
+    license_file = REPO / "LICENSE"
+    if license_file.is_file():
+        out.append((license_file, "%s/LICENSE" % PACKAGE))
+    return out
+
+
+def build_engine_wheel(workdir: Path, python: str) -> Path:
+    """``pip wheel --no-deps`` of the repository (the engine package only; dependencies come from PyPI)."""
+    cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(workdir), str(REPO)]
+    print("building the engine wheel:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    wheels = sorted(workdir.glob("groundbreak-*.whl"))
+    if not wheels:
+        raise SystemExit("pip wheel produced no groundbreak wheel in %s" % workdir)
+    return wheels[-1]
+
+
+def build(out_dir: Path, engine: bool = True, python: str | None = None) -> Path:
+    check_metadata()
+    if (REPO / "plugin" / "protocol.py").read_bytes() != (REPO / "engine" / "groundbreak" / "protocol.py").read_bytes():
+        raise SystemExit("plugin/protocol.py differs from engine/groundbreak/protocol.py: copy it before building")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / ("%s-%s.zip" % (PACKAGE, plugin_version()))
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = files_to_pack()
+        if engine:
+            python = python or str(REPO / ".venv" / "bin" / "python")
+            if not Path(python).exists():
+                python = sys.executable
+            wheel = build_engine_wheel(Path(tmp), python)
+            entries.append((wheel, "%s/engine/%s" % (PACKAGE, wheel.name)))
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+            for source, name in entries:
+                zf.write(source, name)
+    print("built %s (%d files)" % (target, len(entries)))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--no-engine", action="store_true", help="do not bundle the engine wheel")
+    parser.add_argument("--python", help="interpreter that builds the wheel (default: .venv/bin/python)")
+    args = parser.parse_args(argv)
+    build(args.out, engine=not args.no_engine, python=args.python)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
