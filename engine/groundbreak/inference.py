@@ -1,0 +1,483 @@
+"""Batched CPU inference for a model package: the only module (with ``network``) that imports torch.
+
+``Predictor(package, threads=2, runtime="auto")`` builds the package's architecture, loads its
+weights (safetensors, strict keys), prepares one runtime, and then ``predict(chips, dtype)`` turns raw
+chips (N, bands, H, W) into a ``Prediction`` (chip scores and the coarse cell map, probabilities).
+
+Runtimes (``RUNTIMES``), all fp32 unless the name says otherwise:
+
+- ``eager``: the plain torch module; the reference every other runtime is checked against.
+- ``torchscript``: traced + ``torch.jit.freeze`` in channels_last memory format.
+- ``torch-int8``: FX graph-mode static int8 quantisation (x86 backend), calibrated, then frozen.
+- ``openvino``: ``openvino.convert_model`` from the torch module, fp32 precision hint.
+- ``openvino-bf16``: the same with the bf16 precision hint (only where the CPU has bf16).
+- ``openvino-int8``: post-training static int8 quantisation with NNCF, calibrated on
+  ``calibration_size`` chips; the quantised IR is cached per weights hash under the cache directory.
+
+``auto`` tries ``AUTO_ORDER`` (fastest first, as measured by ``bench/bench_model.py`` on a 2-core
+AVX-512 machine) and keeps the first runtime that is installed, builds, and whose outputs on a check
+batch stay within ``tolerance`` (max |Δscore|, default 0.02) of eager fp32. Cell-map differences are
+measured and reported (``Predictor.parity``) but do not decide: the map is a coarse display aid and a
+max over thousands of cells is dominated by the one cell nearest a decision boundary.
+
+Random (untrained) weights are unusually sensitive to int8 rounding (max |Δscore| 0.03-0.1 here),
+so ``auto`` keeps them on a float runtime; trained weights are checked the same way.
+
+Calibration and the parity check use synthetic chips (``synthetic_inputs``: smooth fields with
+bright rectangles, already normalised) unless real preprocessed chips are passed as
+``calibration``: int8 ranges taken from real imagery are better, and the cache key covers them.
+
+OpenVINO pins its threads to cores by default, which halves throughput when two single-thread
+processes land on the same core; pinning is enabled here only when the predictor owns every core.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+
+from groundbreak.errors import BandMismatchError, DependencyError, ModelError, UsageError
+from groundbreak.model import ModelPackage
+from groundbreak.network import ChipNet, build_network, load_weights
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("eager", "torchscript", "torch-int8", "openvino", "openvino-bf16", "openvino-int8")
+AUTO_ORDER = ("openvino-int8", "torch-int8", "openvino-bf16", "openvino", "torchscript", "eager")
+DEFAULT_TOLERANCE = 0.02
+
+_PIP = {
+    "openvino": "pip install 'openvino>=2024.0'",
+    "nncf": "pip install 'nncf>=2.10'",
+}
+
+_interop_lock = threading.Lock()
+_interop_done = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    scores: np.ndarray  # (N,) float32 probability of the positive class per chip
+    cells: np.ndarray  # (N, g, g) float32 probability per activity cell
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceTiming:
+    """Counters since the predictor was built (or ``reset_timing``), for the run summary."""
+
+    runtime: str
+    calls: int
+    chips: int
+    model_seconds: float  # inside the runtime only
+    preprocess_seconds: float  # dtype scaling + normalisation
+    setup_seconds: float  # building the runtime (conversion, calibration, parity check)
+
+    @property
+    def chips_per_second(self) -> float:
+        return self.chips / self.model_seconds if self.model_seconds > 0 else 0.0
+
+
+Engine = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def set_threads(threads: int) -> None:
+    """Intra-op threads every call (cheap); inter-op threads once per process (torch allows one set)."""
+    global _interop_done
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    with _interop_lock:
+        if not _interop_done:
+            _interop_done = True
+            try:
+                # A CNN has no independent ops to overlap: more inter-op threads only oversubscribe.
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                log.debug("torch inter-op threads already fixed; leaving them")
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic function, float32 out."""
+    return np.exp(-np.logaddexp(0.0, -x.astype(np.float32))).astype(np.float32)
+
+
+def synthetic_inputs(n: int, channels: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` normalised float32 chips (N, C, size, size) that look more like imagery than noise:
+    band-correlated smooth fields at two scales, pixel noise, and a few bright rectangles."""
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 1, 8, 8, generator=g)
+    mid = torch.randn(n, channels, 32, 32, generator=g)
+    x = 0.8 * torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    x = x + 0.5 * torch.nn.functional.interpolate(mid, size=(size, size), mode="bilinear", align_corners=False)
+    x = x + 0.25 * torch.randn(n, channels, size, size, generator=g)
+    out = x.numpy().astype(np.float32)
+    for i in range(n):
+        for _ in range(int(rng.integers(0, 4))):
+            h, w = rng.integers(size // 16, size // 3, size=2)
+            r, c = rng.integers(0, size - h), rng.integers(0, size - w)
+            out[i, :, r : r + h, c : c + w] += rng.uniform(0.5, 2.0, size=(channels, 1, 1)).astype(np.float32)
+    return out
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GROUNDBREAK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "groundbreak"
+
+
+class Predictor:
+    """A loaded model on one runtime; build once, call ``predict`` per batch (not thread-safe)."""
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        *,
+        threads: int = 2,
+        runtime: Optional[str] = None,
+        batch_size: int = 16,
+        tolerance: float = DEFAULT_TOLERANCE,
+        calibration: Optional[np.ndarray] = None,
+        calibration_size: int = 256,
+        cache_dir: "Path | str | None" = None,
+        net: Optional[ChipNet] = None,
+    ) -> None:
+        """``runtime`` defaults to the package's ``groundbreak:runtime`` (itself "auto").
+
+        ``calibration``: optional preprocessed chips (N, C, H, W) float32 for int8 calibration and
+        the parity check. ``net``: an already built network (training code, tests); its weights are
+        used as they are and the package's weights file is not read.
+        """
+        if threads < 1:
+            raise UsageError(f"threads must be >= 1, got {threads}")
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+        runtime = runtime or package.runtime or "auto"
+        if runtime != "auto" and runtime not in RUNTIMES:
+            raise UsageError(
+                f"unknown inference runtime {runtime!r}",
+                hint=f"choose one of: auto, {', '.join(RUNTIMES)}",
+            )
+        t0 = time.perf_counter()
+        self.package = package
+        self.threads = threads
+        self.batch_size = batch_size
+        self.tolerance = tolerance
+        self.calibration_size = calibration_size
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        set_threads(threads)
+        if net is None:
+            net = build_network(package.architecture, len(package.bands), seed=None)
+            load_weights(net, package.weights_path)
+        self.net = net.eval()
+        self._calibration = calibration
+        self._check: Optional[Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]] = None
+        #: max |Δscore| and max |Δcell| vs eager on the check batch (0 for eager itself).
+        self.parity: Tuple[float, float] = (0.0, 0.0)
+        self.rejected: dict[str, str] = {}  # runtime -> why auto passed it over
+        if runtime == "auto":
+            self.runtime, self._engine = self._choose()
+        else:
+            self._engine = self._build(runtime)
+            self.runtime = runtime
+            if runtime != "eager":
+                self.parity = self._parity(self._engine)
+        self._setup_seconds = time.perf_counter() - t0
+        self.reset_timing()
+        log.info(
+            "model %s on runtime %s (%d threads, parity %.4f/%.4f, setup %.1f s)",
+            package.model_id, self.runtime, threads, *self.parity, self._setup_seconds,
+        )
+
+    # -- public --------------------------------------------------------------------------------------
+
+    def predict(self, chips: np.ndarray, dtype: Optional[str] = None) -> Prediction:
+        """Raw chips (N, bands, H, W) in the scene dtype, bands in the model's order -> Prediction."""
+        chips = np.asarray(chips)
+        self._check_shape(chips)
+        t0 = time.perf_counter()
+        x = self.package.preprocess(chips, dtype if dtype is not None else chips.dtype.name)
+        self._preprocess_seconds += time.perf_counter() - t0
+        return self.predict_normalised(x)
+
+    def predict_normalised(self, x: np.ndarray) -> Prediction:
+        """Already preprocessed float32 chips -> Prediction (benchmarks, calibration, training)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._check_shape(x)
+        n, g = x.shape[0], x.shape[2] // (self.package.chip_size // self.package.cell_grid)
+        if n == 0:
+            return Prediction(np.zeros(0, np.float32), np.zeros((0, g, g), np.float32))
+        set_threads(self.threads)
+        t0 = time.perf_counter()
+        logits, cells = self._run(self._engine, x)
+        self._model_seconds += time.perf_counter() - t0
+        self._calls += 1
+        self._chips += n
+        return Prediction(sigmoid(logits), sigmoid(cells))
+
+    @property
+    def timing(self) -> InferenceTiming:
+        return InferenceTiming(
+            runtime=self.runtime,
+            calls=self._calls,
+            chips=self._chips,
+            model_seconds=self._model_seconds,
+            preprocess_seconds=self._preprocess_seconds,
+            setup_seconds=self._setup_seconds,
+        )
+
+    def reset_timing(self) -> None:
+        self._calls = 0
+        self._chips = 0
+        self._model_seconds = 0.0
+        self._preprocess_seconds = 0.0
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _check_shape(self, chips: np.ndarray) -> None:
+        p = self.package
+        if chips.ndim != 4:
+            raise UsageError(
+                f"chips must be (N, bands, H, W), got shape {chips.shape}",
+                hint="stack chips with numpy.stack; a single chip needs a leading batch axis",
+            )
+        if chips.shape[1] != len(p.bands):
+            raise BandMismatchError(
+                f"a batch with {chips.shape[1]} bands was given to model {p.model_id!r}, which expects "
+                f"{len(p.bands)} bands ({', '.join(p.bands)})",
+                hint="read the scene bands chosen by groundbreak.scene.select_bands for this model",
+            )
+        if chips.shape[2:] != (p.chip_size, p.chip_size):
+            raise UsageError(
+                f"chips are {chips.shape[2]}x{chips.shape[3]} px but model {p.model_id!r} takes "
+                f"{p.chip_size}x{p.chip_size}",
+                hint="plan the chip grid with the model's chip size",
+            )
+
+    def _run(self, engine: Engine, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        outs = [engine(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+        if len(outs) == 1:
+            return outs[0]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def _inputs(self, n: int, seed: int) -> np.ndarray:
+        if self._calibration is not None:
+            cal = np.ascontiguousarray(self._calibration, dtype=np.float32)
+            self._check_shape(cal)
+            return cal[:n] if seed == 0 else cal[-n:]
+        return synthetic_inputs(n, len(self.package.bands), self.package.chip_size, seed=seed)
+
+    def _parity(self, engine: Engine) -> Tuple[float, float]:
+        if self._check is None:
+            x = self._inputs(min(16, self.calibration_size), seed=12345)
+            self._check = (x, self._run(self._eager(), x))
+        x, (ref_s, ref_c) = self._check
+        s, c = self._run(engine, x)
+        return (
+            float(np.max(np.abs(sigmoid(s) - sigmoid(ref_s)))),
+            float(np.max(np.abs(sigmoid(c) - sigmoid(ref_c)))),
+        )
+
+    def _choose(self) -> Tuple[str, Engine]:
+        for name in AUTO_ORDER:
+            if name == "eager":
+                return name, self._eager()
+            try:
+                engine = self._build(name)
+            except DependencyError as exc:
+                self.rejected[name] = f"not installed ({exc.hint})"
+                continue
+            except Exception as exc:  # a runtime that fails to build must not stop the run
+                log.warning("runtime %s failed to build, trying the next: %s", name, exc)
+                self.rejected[name] = f"failed to build: {exc}"
+                continue
+            ds, dc = self._parity(engine)
+            if ds <= self.tolerance:
+                self.parity = (ds, dc)
+                return name, engine
+            self.rejected[name] = f"outside tolerance: max |dscore| {ds:.4f}, max |dcell| {dc:.4f}"
+            log.info("runtime %s rejected: %s", name, self.rejected[name])
+        raise AssertionError("unreachable: eager is always in AUTO_ORDER")
+
+    def _build(self, name: str) -> Engine:
+        if name == "eager":
+            return self._eager()
+        if name == "torchscript":
+            return _torch_engine(_freeze(self.net, self._example(), channels_last=True), channels_last=True)
+        if name == "torch-int8":
+            return self._torch_int8()
+        if name in ("openvino", "openvino-bf16"):
+            ov = _import("openvino", name)
+            if name == "openvino-bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                raise DependencyError(
+                    "runtime 'openvino-bf16' needs a CPU with bf16 support (AVX-512 BF16 or AMX)",
+                    hint="use runtime 'openvino' (fp32) or 'openvino-int8' on this machine",
+                )
+            return self._openvino(self._ov_model(ov), "bf16" if name == "openvino-bf16" else "f32")
+        if name == "openvino-int8":
+            return self._openvino_int8()
+        raise UsageError(f"unknown inference runtime {name!r}", hint=f"choose one of: auto, {', '.join(RUNTIMES)}")
+
+    def _eager(self) -> Engine:
+        return _torch_engine(self.net, channels_last=False)
+
+    def _example(self) -> torch.Tensor:
+        p = self.package
+        return torch.from_numpy(synthetic_inputs(min(self.batch_size, 4), len(p.bands), p.chip_size, seed=7))
+
+    def _torch_int8(self) -> Engine:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        if "x86" not in torch.backends.quantized.supported_engines:
+            raise DependencyError("this torch build has no x86 quantised backend", hint="use 'openvino-int8'")
+        torch.backends.quantized.engine = "x86"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantisation is deprecated in favour of torchao
+            prepared = prepare_fx(
+                copy.deepcopy(self.net).eval(), get_default_qconfig_mapping("x86"), (self._example(),)
+            )
+            cal = self._inputs(self.calibration_size, seed=0)
+            with torch.inference_mode():
+                for i in range(0, cal.shape[0], self.batch_size):
+                    prepared(torch.from_numpy(cal[i : i + self.batch_size]))
+            quantised = convert_fx(prepared)
+            frozen = _freeze(quantised, self._example(), channels_last=False)
+        return _torch_engine(frozen, channels_last=False)
+
+    def _ov_model(self, ov):
+        p = self.package
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                model = ov.convert_model(self.net, example_input=self._example())
+        model.reshape({model.inputs[0]: ov.PartialShape([-1, len(p.bands), p.chip_size, p.chip_size])})
+        return model
+
+    def _openvino(self, model, precision: str) -> Engine:
+        ov = _import("openvino", "openvino")
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": self.threads >= (os.cpu_count() or 1),
+        }
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        out_chip, out_cells = compiled.outputs[0], compiled.outputs[1]
+
+        def run(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            res = request.infer({0: x})
+            return np.array(res[out_chip], np.float32), np.array(res[out_cells], np.float32)
+
+        return run
+
+    def _openvino_int8(self) -> Engine:
+        ov = _import("openvino", "openvino-int8")
+        nncf = _import("nncf", "openvino-int8")
+        cal_digest = "synthetic"
+        if self._calibration is not None:
+            cal_digest = hashlib.sha256(np.ascontiguousarray(self._calibration[:64]).tobytes()).hexdigest()[:12]
+        key = hashlib.sha256(
+            "|".join(
+                [self.package.sha256, self.package.architecture, ov.__version__, nncf.__version__,
+                 str(self.calibration_size), cal_digest]
+            ).encode()
+        ).hexdigest()[:20]  # fmt: skip
+        path = self.cache_dir / "openvino-int8" / f"{self.package.model_id}-{key}.xml"
+        core = ov.Core()
+        if path.is_file():
+            try:
+                return self._openvino(core.read_model(str(path)), "f32")
+            except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
+                log.warning("ignoring unreadable cached int8 model %s: %s", path, exc)
+        t0 = time.perf_counter()
+        fp32 = self._ov_model(ov)
+        cal = self._inputs(self.calibration_size, seed=0)
+        dataset = nncf.Dataset([cal[i : i + 1] for i in range(cal.shape[0])])
+        logging.getLogger("nncf").setLevel(logging.WARNING)
+        quantised = nncf.quantize(fp32, dataset, subset_size=cal.shape[0], fast_bias_correction=True)
+        log.info("int8 calibration on %d chips took %.1f s", cal.shape[0], time.perf_counter() - t0)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
+            ov.save_model(quantised, str(tmp), compress_to_fp16=False)
+            # Atomic publish: another process may be writing the same entry.
+            os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not cache the int8 model in %s: %s", path.parent, exc)
+        return self._openvino(quantised, "f32")
+
+
+def _torch_engine(module: torch.nn.Module, *, channels_last: bool) -> Engine:
+    def run(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        t = torch.from_numpy(x)
+        if channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            chip, cells = module(t)
+        return chip.float().numpy(), cells.float().numpy()
+
+    return run
+
+
+def _freeze(module: torch.nn.Module, example: torch.Tensor, *, channels_last: bool) -> torch.nn.Module:
+    module = copy.deepcopy(module).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+        example = example.contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is in maintenance mode; it still runs fastest here
+        with torch.no_grad():
+            traced = torch.jit.trace(module, example, check_trace=False)
+            frozen = torch.jit.freeze(traced)
+            # Two warm-up runs let the profiling executor specialise before any timing.
+            for _ in range(2):
+                frozen(example)
+    return frozen
+
+
+def _import(module: str, runtime: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise DependencyError(
+            f"inference runtime {runtime!r} needs the Python package {module!r}, which is not installed",
+            hint=f"{_PIP[module]} (into the engine's virtualenv), or choose runtime 'torchscript' or 'eager'",
+        ) from None
+
+
+def load_predictor(path: "str | Path | None" = None, **kwargs) -> Predictor:
+    """Convenience: ``Predictor(load_model_package(path), **kwargs)``."""
+    from groundbreak.model import load_model_package
+
+    return Predictor(load_model_package(path), **kwargs)
+
+
+__all__ = [
+    "AUTO_ORDER",
+    "DEFAULT_TOLERANCE",
+    "InferenceTiming",
+    "Prediction",
+    "Predictor",
+    "RUNTIMES",
+    "load_predictor",
+    "set_threads",
+    "sigmoid",
+    "synthetic_inputs",
+]
