@@ -62,6 +62,7 @@ class _GridReader:
             and _on_pixel(t.f, gsd)
         )
         self.aligned = aligned
+        self.added_alpha: Optional[int] = None  # band index of the warped view's own alpha
         if aligned:
             self.ds = src
             self._x0, self._y0 = t.c, t.f
@@ -89,6 +90,7 @@ class _GridReader:
             else:
                 # Without nodata, only an alpha band tells warped pixels outside the scene apart.
                 kwargs["add_alpha"] = True
+                self.added_alpha = src.count + 1
             self.ds = WarpedVRT(src, **kwargs)
 
     def window(self, col: int, row: int) -> Window:
@@ -172,11 +174,12 @@ class SceneView:
         self.band_indexes = tuple(band_indexes)
         self._data = _GridReader(scene.path, grid, resampling=Resampling.bilinear, nodata=scene.nodata)
         # Mask-like datasets decide validity: alpha, internal masks (GDAL dataset mask) and nodata.
-        self._uses_dataset_mask = (
-            scene.alpha_band is not None
-            or scene.has_internal_mask
-            or (not self._data.aligned and scene.nodata is None)
-        )
+        self._uses_dataset_mask = scene.alpha_band is not None or scene.has_internal_mask
+        # Alpha bands are read explicitly: GDAL's dataset mask honours alpha only for 2- and 4-band
+        # datasets whose colour interpretation says so, so a 4-band scene's warped view (5 bands with
+        # the added alpha), an RGBN+alpha file or an alpha named by description or STAC would
+        # otherwise count pixels outside the scene or transparent pixels as valid.
+        self._alpha_indexes = tuple(i for i in (scene.alpha_band, self._data.added_alpha) if i is not None)
         self._sidecars: List[Tuple[MaskSource, _GridReader, Tuple[int, ...]]] = []
         for source in scene.mask_sources:
             reader = _GridReader(source.path, grid, resampling=Resampling.nearest, nodata=None)
@@ -246,6 +249,9 @@ class SceneView:
             classes[np.all(data == nodata, axis=0)] = NODATA
         elif nodata is not None:
             classes[np.all(np.isnan(data), axis=0)] = NODATA
+        if self._alpha_indexes:
+            alpha, _ = self._data.read(window, indexes=self._alpha_indexes, fill=0)
+            classes[np.any(alpha == 0, axis=0)] = NODATA
         for source, reader, bands in self._sidecars:
             raw, side_inside = reader.read(reader.window(col, row), indexes=bands, fill=0)
             _merge(classes, decode_mask(source, raw), side_inside)
