@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pyogrio
+import pyogrio.errors
 import shapely
 from pyogrio.raw import write as ogr_write
 
@@ -140,7 +141,9 @@ class DetectionStore:
                 conn.execute('CREATE INDEX detections_chip ON detections (chip_id, date)')
             conn.close()
             os.replace(tmp, self.path)
-        except OSError as exc:
+        except (OSError, sqlite3.Error, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            # GDAL reports an unwritable place (read-only file system, a file where the folder
+            # should be) as its own error types, not OSError.
             raise OutputError("cannot create %s: %s" % (self.path, exc), hint="choose a writable --out") from None
         finally:
             if tmp.exists():
@@ -263,6 +266,11 @@ class DetectionStore:
                 "then re-run the same command to resume",
                 retryable=True,
             ) from None
+        except BaseException:
+            # Encoding a row (or an interrupt) can fail after the chips went in: without this
+            # rollback the half batch would stay pending and the next BEGIN would fail.
+            self._rollback()
+            raise
 
     def finalize(self) -> None:
         """Refresh layer extents (QGIS uses them to zoom) and feature counts."""
