@@ -45,7 +45,7 @@ from .aoi_tool import POLYGON, RECTANGLE, AoiMapTool
 from .engine_process import EngineProcess, JsonQuery
 from .live_layer import LiveDetections
 from .review import CONFIRMED, REJECTED, ReviewError, ReviewSession, export_labels
-from .stream import valid_features
+from .stream import overall_percent, valid_features
 from .summary import describe_model, describe_plan, describe_scene
 
 SCENE_EXTENSIONS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF", "*.jp2", "*.vrt", "*.img")
@@ -111,7 +111,8 @@ class GroundbreakDock(QDockWidget):
         box = QGroupBox("Scenes")
         lay = QVBoxLayout(box)
         self.scene_list = QListWidget()
-        self.scene_list.setMinimumHeight(80)
+        self.scene_list.setMinimumHeight(60)
+        self.scene_list.setMaximumHeight(110)
         lay.addWidget(self.scene_list)
         row = QHBoxLayout()
         self.add_layers_button = QPushButton("Project rasters")
@@ -490,10 +491,11 @@ class GroundbreakDock(QDockWidget):
             self.counts_label.setText("%d detections so far" % self.live.count)
         elif kind == "progress":
             total = event.get("total") or 0
-            self.progress.setValue(int(100 * event.get("done") / total) if total else 0)
+            self.progress.setValue(overall_percent(event.get("stage"), event.get("done"), total))
             self.stage_label.setText("%s: %d / %d" % (event.get("stage"), event.get("done"), total))
             self.counts_label.setText(self.engine.state.summary())
         elif kind == "stage":
+            self.progress.setValue(max(self.progress.value(), overall_percent(event.get("stage"), 0, 0)))
             self.stage_label.setText("%s: %s" % (event.get("stage"), event.get("message")))
         elif kind == "warning":
             self.notify(str(event.get("message")), str(event.get("hint") or ""), Qgis.Warning, 5)

@@ -52,6 +52,18 @@ class RunState:
 
 Handler = Callable[[protocol.Event], None]
 
+# Share of a run's wall time per stage (roughly, on CPU): the bar moves steadily through a run
+# instead of filling up once per stage.
+STAGE_SPAN = {"plan": (0, 3), "extract": (3, 8), "screen": (3, 8), "infer": (8, 96), "write": (96, 99),
+              "aggregate": (99, 100)}
+
+
+def overall_percent(stage: str, done: int, total: int) -> int:
+    """Progress of the whole run (0-100) from one stage's done/total."""
+    start, end = STAGE_SPAN.get(stage, (0, 100))
+    fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+    return int(round(start + (end - start) * fraction))
+
 
 class EventStream:
     """Feeds bytes in, calls ``on_event`` for every valid message and keeps a :class:`RunState`.

@@ -5,6 +5,8 @@ The plugin is pointed at this file as its "engine interpreter". It replays a rec
 (GB_FAKE_STREAM, one line every GB_FAKE_DELAY seconds), honours cancel on stdin like the engine,
 writes the output GeoPackage from the replayed features (with Debian's GDAL bindings, test-only),
 and answers ``info``/``model`` with canned JSON. GB_FAKE_CRASH=1 makes it die mid-stream.
+GB_FAKE_FOLLOW_AOI=1 moves the recorded detections into the AOI's bounding box and CRS (so a
+screenshot shows them over the imagery).
 GB_FAKE_ARGV_LOG appends the argv it was called with (one JSON list per line).
 """
 
@@ -73,6 +75,43 @@ def write_gpkg(path, crs, features, status_by_chip):
     ds = None
 
 
+def follow_aoi(aoi_path):
+    """(dx, dy, crs) that moves the recorded chips (origin X0, Y0 in EPSG:32614) into the AOI."""
+    from osgeo import ogr, osr
+
+    ogr.UseExceptions()
+    ds = ogr.Open(aoi_path.split("|")[0])
+    layer = ds.GetLayer(0)
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(32614)
+    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    src = layer.GetSpatialRef()
+    xs, ys = [], []
+    for feature in layer:
+        geom = feature.GetGeometryRef().Clone()
+        if src is not None:
+            src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            geom.Transform(osr.CoordinateTransformation(src, utm))
+        xmin, xmax, ymin, ymax = geom.GetEnvelope()
+        xs += [xmin, xmax]
+        ys += [ymin, ymax]
+    return min(xs) + 256 - 500000.0, max(ys) - 256 - 5207000.0, "EPSG:32614"
+
+
+def shift(event, dx, dy, crs):
+    data = dict(event.data)
+    data["crs"] = crs
+    moved = []
+    for feat in data["features"]:
+        geom = feat.get("geometry")
+        if isinstance(geom, dict) and geom.get("type") == "Polygon":
+            geom = {"type": "Polygon", "coordinates": [[[x + dx, y + dy] for x, y in ring]
+                                                        for ring in geom["coordinates"]]}
+        moved.append(dict(feat, geometry=geom))
+    data["features"] = moved
+    return protocol.make_event("features", event.seq, **data)
+
+
 def main():
     argv = sys.argv[1:]
     if os.environ.get("GB_FAKE_ARGV_LOG"):
@@ -109,6 +148,7 @@ def main():
     threading.Thread(target=watch_stdin, daemon=True).start()
     with open(stream, "rb") as fh:
         raw_lines = fh.read().split(b"\n")
+    moved = follow_aoi(arg_value(rest, "--aoi")) if os.environ.get("GB_FAKE_FOLLOW_AOI") else None
     features, crs, seq = [], None, 0
     for i, raw in enumerate(raw_lines):
         if cancelled.is_set():
@@ -121,6 +161,9 @@ def main():
             event = protocol.parse_line(raw)
         except protocol.ProtocolError:
             event = None
+        if event is not None and event.type == "features" and moved:
+            event = shift(event, *moved)
+            raw = protocol.encode(event).encode()
         if event is not None and event.type == "features":
             features += event.get("features")
             crs = event.get("crs")

@@ -107,12 +107,13 @@ def test_plan_shows_chips_drops_time_and_cost(dock, qtbot, tmp_path):
 def test_run_streams_features_before_the_end_then_shows_the_geopackage(dock, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("GB_FAKE_DELAY", "0.05")
     dock.add_scenes([str(tmp_path / "a_20140720.tif")])
-    seen = []
+    seen, progress = [], []
 
     def on_event(event):
         if event.type == "features":
             # the live layer already holds this batch while the engine is still running
             seen.append((dock.live.count, dock.engine.running, dock.engine.state.status))
+            progress.append(dock.progress.value())
 
     dock.run_button.clicked.disconnect()
     with qtbot.waitSignal(dock.run_finished, timeout=30000) as blocker:
@@ -121,6 +122,7 @@ def test_run_streams_features_before_the_end_then_shows_the_geopackage(dock, qtb
     assert blocker.args[0] == "ok"
     assert [count for count, _, _ in seen] == [2, 3, 6]
     assert all(running and status == "" for _, running, status in seen)
+    assert progress == sorted(progress) and 0 < progress[0] and progress[-1] < 100
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
     assert group is not None and len(group.children()) == 1
     layers = group.children()[0].findLayers()

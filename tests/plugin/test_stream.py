@@ -6,7 +6,7 @@ import pytest
 
 from conftest import RECORDED
 from plugin import protocol
-from plugin.stream import EventStream, describe_exit, final_status, valid_features
+from plugin.stream import EventStream, describe_exit, final_status, overall_percent, valid_features
 
 
 def replay(name, chunk_size=None):
@@ -98,3 +98,13 @@ def test_describe_exit_uses_the_last_stderr_line_when_there_is_no_error_event():
     message, hint = describe_exit(stream.state, 134, "Traceback\nRuntimeError: boom\n")
     assert "134" in message and "RuntimeError: boom" in message
     assert "log panel" in hint
+
+
+def test_overall_percent_moves_through_the_stages():
+    values = [overall_percent("plan", 1, 1), overall_percent("screen", 16, 16), overall_percent("infer", 0, 13),
+              overall_percent("infer", 5, 13), overall_percent("infer", 13, 13), overall_percent("write", 1, 1)]
+    assert values == sorted(values) and values[0] > 0 and values[-1] < 100
+    assert 30 < overall_percent("infer", 5, 13) < 50
+    assert overall_percent("infer", 20, 13) == overall_percent("infer", 13, 13)  # clamped
+    assert overall_percent("aggregate", 1, 1) == 100
+    assert overall_percent("infer", 3, 0) == overall_percent("infer", 0, 1)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""The desktop test: build the zip, install it into a fresh QGIS profile, enable it, start QGIS on
+Xvfb and let drive_qgis.py run a detection on demo data with screenshots.
+
+    python3 tests/plugin/desktop/run_desktop.py [--fake] [--shots artifacts/plugin]
+
+Uses the real engine (``.venv/bin/python``, demo world from ``groundbreak.world``) when it works,
+else (or with --fake) the fake engine replaying a recorded stream over the same imagery.
+Exits 0 when the run finished with detections and both screenshots exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+ENGINE_PY = Path(os.environ.get("GROUNDBREAK_ENGINE_PY", str(REPO / ".venv" / "bin" / "python")))
+FAKE = HERE.parent / "fake_engine.py"
+
+WORLD_SCRIPT = """
+import json, sys
+from groundbreak.world import generate_world, test_spec
+w = generate_world(sys.argv[1], test_spec())
+print(json.dumps({"aoi": str(w.aoi), "scenes": [str(p) for p in w.scene_paths], "crs": w.crs}))
+"""
+
+
+def engine_works() -> bool:
+    if not ENGINE_PY.exists():
+        return False
+    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "model", "--json"], capture_output=True, timeout=300)
+    return done.returncode == 0
+
+
+def make_world(dest: Path) -> dict:
+    if not ENGINE_PY.exists():
+        raise SystemExit("the engine venv %s is needed to generate the demo world" % ENGINE_PY)
+    done = subprocess.run([str(ENGINE_PY), "-c", WORLD_SCRIPT, str(dest)], capture_output=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit("demo world generation failed: %s" % done.stderr.decode()[-2000:])
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def free_display() -> int:
+    for n in range(99, 160):
+        if not Path("/tmp/.X11-unix/X%d" % n).exists() and not Path("/tmp/.X%d-lock" % n).exists():
+            return n
+    raise SystemExit("no free X display number")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fake", action="store_true", help="use the fake engine even if the real one works")
+    parser.add_argument("--shots", type=Path, default=REPO / "artifacts" / "plugin")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "scripts"))
+    import build_plugin
+
+    work = Path(tempfile.mkdtemp(prefix="groundbreak-desktop-"))
+    args.shots.mkdir(parents=True, exist_ok=True)
+    for old in args.shots.glob("desktop-*.png"):
+        old.unlink()
+    real = not args.fake and engine_works()
+    world = make_world(work / "world")
+    zip_path = build_plugin.build(work / "dist", engine=False)
+    profile = work / "profile"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(plugins)
+    ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True)
+    interpreter = str(ENGINE_PY) if real else str(FAKE)
+    ini.write_text(
+        "[PythonPlugins]\ngroundbreak=true\n\n"
+        "[groundbreak]\ninterpreter=%s\nthreads=2\nbatch_size=4\nmin_valid=0.5\nprice_per_hour=0.1\n\n"
+        "[qgis]\ncheckVersion=false\nshowTips%%20322=false\n" % interpreter)
+    config = {
+        "scenes": world["scenes"], "aoi": world["aoi"], "out": str(work / "run" / "detections.gpkg"),
+        "labels": str(work / "run" / "labels.gpkg"), "shots_dir": str(args.shots.resolve()),
+        "result": str(work / "result.json"), "timeout_s": args.timeout - 60,
+    }
+    (work / "config.json").write_text(json.dumps(config))
+    display = free_display()
+    xvfb = subprocess.Popen(["Xvfb", ":%d" % display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QGIS_CUSTOM_CONFIG_PATH")}
+    env.update(DISPLAY=":%d" % display, GB_DESKTOP_CONFIG=str(work / "config.json"))
+    if not real:
+        env.update(GB_FAKE_DELAY="0.4", GB_FAKE_FOLLOW_AOI="1")
+    print("desktop test: engine=%s display=:%d work=%s" % ("real" if real else "fake", display, work), flush=True)
+    try:
+        time.sleep(1.0)
+        qgis = subprocess.run(
+            ["qgis", "--profiles-path", str(profile), "--nologo", "--noversioncheck",
+             "--code", str(HERE / "drive_qgis.py")],
+            env=env, capture_output=True, timeout=args.timeout)
+        rc = qgis.returncode
+        (work / "qgis.log").write_bytes(qgis.stdout + b"\n---stderr---\n" + qgis.stderr)
+    except subprocess.TimeoutExpired:
+        rc = -1
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+    result = json.loads((work / "result.json").read_text()) if (work / "result.json").exists() else {}
+    result["engine"] = "real" if real else "fake"
+    result["qgis_exit_code"] = rc
+    (args.shots / "desktop-result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    shots_ok = all(Path(p).is_file() and Path(p).stat().st_size > 10000 for p in result.get("shots", {}).values())
+    ok = rc == 0 and result.get("ok") and shots_ok and len(result.get("shots", {})) == 2
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("desktop test FAILED; QGIS output kept in %s/qgis.log" % work, file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
