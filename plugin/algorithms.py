@@ -108,7 +108,7 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             threads=self.parameterAsInt(parameters, self.THREADS, context),
             price_per_hour=self.parameterAsDouble(parameters, self.PRICE_PER_HOUR, context),
-            aoi_id_field="aoi_id",
+            aoi_id_field="aoi_id", runtime=settings.load().runtime or None,
         )
         return interpreter, req
 

@@ -417,6 +417,7 @@ class GroundbreakDock(QDockWidget):
             aois=(aoi_path,), scenes=tuple(self.scene_paths()), out=out,
             model=self.model_edit.text().strip() or s.model_dir or None, min_valid=s.min_valid,
             batch_size=s.batch_size, threads=s.threads, price_per_hour=s.price_per_hour, aoi_id_field="aoi_id",
+            runtime=s.runtime or None,
         )
 
     def plan(self) -> None:

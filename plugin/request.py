@@ -41,6 +41,7 @@ class RunRequest:
     price_per_hour: Optional[float] = None
     aoi_id_field: Optional[str] = None
     band_order: Tuple[str, ...] = ()
+    runtime: Optional[str] = None
     extra: Tuple[str, ...] = field(default=())
 
     def validate(self, command: str) -> None:
@@ -89,6 +90,8 @@ def run_args(request: RunRequest, command: str = "run", events: bool = True) -> 
         args += ["--aoi-id-field", request.aoi_id_field]
     if request.band_order:
         args += ["--band-order", ",".join(request.band_order)]
+    if request.runtime and command == "run":
+        args += ["--runtime", request.runtime]
     args += list(request.extra)
     if events:
         args += ["--events", "jsonl"]

@@ -20,6 +20,7 @@ class EngineSettings:
     batch_size: int = 32
     min_valid: float = 0.5
     model_dir: str = ""
+    runtime: str = ""  # "" = the engine's default (auto)
 
     def with_changes(self, **changes) -> "EngineSettings":
         return replace(self, **changes)
@@ -57,6 +58,7 @@ def load(settings: Optional[QgsSettings] = None) -> EngineSettings:
         batch_size=_int(s.value(PREFIX + "batch_size", d.batch_size), d.batch_size),
         min_valid=_float(s.value(PREFIX + "min_valid", d.min_valid), d.min_valid),
         model_dir=str(s.value(PREFIX + "model_dir", d.model_dir) or ""),
+        runtime=str(s.value(PREFIX + "runtime", d.runtime) or ""),
     )
 
 
@@ -68,6 +70,7 @@ def save(values: EngineSettings, settings: Optional[QgsSettings] = None) -> None
     s.setValue(PREFIX + "batch_size", int(values.batch_size))
     s.setValue(PREFIX + "min_valid", float(values.min_valid))
     s.setValue(PREFIX + "model_dir", values.model_dir)
+    s.setValue(PREFIX + "runtime", values.runtime)
 
 
 def _int(value, default: int) -> int:

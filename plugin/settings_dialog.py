@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QComboBox,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -17,6 +18,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import settings
+
+RUNTIMES = ("auto", "eager", "torchscript", "openvino", "openvino-int8", "torch-int8")
 
 
 class SettingsDialog(QDialog):
@@ -60,6 +63,10 @@ class SettingsDialog(QDialog):
         self.price_spin.setPrefix("$ ")
         self.price_spin.setValue(values.price_per_hour)
         form.addRow("Price per hour", self.price_spin)
+        self.runtime_combo = QComboBox()
+        self.runtime_combo.addItems(RUNTIMES)
+        self.runtime_combo.setCurrentText(values.runtime or "auto")
+        form.addRow("Inference runtime", self.runtime_combo)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -74,7 +81,8 @@ class SettingsDialog(QDialog):
         return settings.load().with_changes(
             interpreter=self.interpreter_edit.text().strip(), threads=self.threads_spin.value(),
             batch_size=self.batch_spin.value(), min_valid=self.min_valid_spin.value(),
-            price_per_hour=self.price_spin.value())
+            price_per_hour=self.price_spin.value(),
+            runtime="" if self.runtime_combo.currentText() == "auto" else self.runtime_combo.currentText())
 
     def accept(self) -> None:
         settings.save(self.values())

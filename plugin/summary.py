@@ -7,10 +7,22 @@ from __future__ import annotations
 
 
 def describe_scene(scene: dict) -> str:
-    res = scene.get("res") or [0, 0]
+    """Date, bands, resolution and CRS of one ``info`` scene (tolerates the flat contract fields
+    ``res``/``epsg``/band-name lists and the engine's nested ``resolution``/``crs``/band dicts)."""
+    res = scene.get("res") or scene.get("resolution") or [0, 0]
+    crs = scene.get("crs")
+    epsg = scene.get("epsg") or (crs.get("epsg") if isinstance(crs, dict) else crs)
+    names = []
+    for band in scene.get("bands") or []:
+        names.append(str(band.get("name") or band.get("description") or band.get("index")) if isinstance(band, dict)
+                     else str(band))
+    count = scene.get("count") or (scene.get("size") or {}).get("bands")
+    try:
+        gsd = float(res[0] or 0)
+    except (TypeError, ValueError, IndexError):
+        gsd = 0.0
     return "%s · %s · %.1f m · EPSG:%s" % (
-        scene.get("date") or "no date", ",".join(scene.get("bands") or []) or "%s bands" % scene.get("count"),
-        float(res[0] or 0), scene.get("epsg"))
+        scene.get("date") or "no date", ",".join(names) or "%s bands" % count, gsd, epsg)
 
 
 def describe_model(model: dict) -> str:

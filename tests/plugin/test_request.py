@@ -11,17 +11,17 @@ from plugin.request import RequestError, RunRequest
 def test_run_args_carry_every_option_in_the_cli_contract():
     req = RunRequest(aois=("/a/aoi1.gpkg", "/a/aoi2.geojson"), scenes=("/s/one.tif", "/s/two.tif"), out="/o/out.gpkg",
                      model="/m/demo", min_valid=0.5, batch_size=16, threads=2, price_per_hour=0.25,
-                     aoi_id_field="name", band_order=("red", "green", "blue", "nir"))
+                     aoi_id_field="name", band_order=("red", "green", "blue", "nir"), runtime="eager")
     assert request.run_args(req) == [
         "run", "--aoi", "/a/aoi1.gpkg", "--aoi", "/a/aoi2.geojson", "--scenes", "/s/one.tif", "/s/two.tif",
         "--out", "/o/out.gpkg", "--model", "/m/demo", "--min-valid", "0.5", "--batch-size", "16", "--threads", "2",
         "--price-per-hour", "0.25", "--aoi-id-field", "name", "--band-order", "red,green,blue,nir",
-        "--events", "jsonl",
+        "--runtime", "eager", "--events", "jsonl",
     ]
 
 
 def test_plan_args_have_no_output_and_omit_unset_options():
-    req = RunRequest(aois=("a.gpkg",), scenes=("s.tif",), out="ignored.gpkg")
+    req = RunRequest(aois=("a.gpkg",), scenes=("s.tif",), out="ignored.gpkg", runtime="eager")
     assert request.run_args(req, "plan") == ["plan", "--aoi", "a.gpkg", "--scenes", "s.tif", "--events", "jsonl"]
 
 
@@ -76,3 +76,18 @@ def test_default_interpreter_prefers_the_checkout_venv(tmp_path, monkeypatch):
     (tmp_path / ".venv" / "bin" / "python").write_text("")
     monkeypatch.setattr(request, "checkout_root", lambda: tmp_path)
     assert request.default_interpreter("/profile") == str(tmp_path / ".venv" / "bin" / "python")
+
+
+def test_scene_and_model_descriptions_accept_flat_and_nested_info():
+    from plugin.summary import describe_model, describe_scene
+
+    flat = {"date": "2014-07-20", "bands": ["red", "green", "blue", "nir"], "res": [5.0, 5.0], "epsg": 26914}
+    nested = {"date": "2022-05-18", "crs": {"epsg": 32614, "name": "UTM 14N"}, "resolution": [2.0, 2.0],
+              "bands": [{"index": 1, "name": "red"}, {"index": 2, "name": "green"}], "size": {"bands": 2}}
+    assert describe_scene(flat) == "2014-07-20 · red,green,blue,nir · 5.0 m · EPSG:26914"
+    assert describe_scene(nested) == "2022-05-18 · red,green · 2.0 m · EPSG:32614"
+    assert describe_scene({}) == "no date · None bands · 0.0 m · EPSG:None"
+    card = describe_model({"model_id": "m", "version": "1", "bands": ["red"], "gsd": 2, "chip_size": 256,
+                           "demo": True, "card_summary": "Demo."})
+    assert "DEMO" in card and card.endswith("Demo.")
+    assert "DEMO" not in describe_model({"model_id": "m", "demo": False})
