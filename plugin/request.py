@@ -80,7 +80,8 @@ def run_args(request: RunRequest, command: str = "run", events: bool = True) -> 
         args += ["--model", str(request.model)]
     if request.min_valid is not None:
         args += ["--min-valid", _num(request.min_valid)]
-    if request.batch_size is not None:
+    # batch size and runtime shape inference only: the engine's plan does not take them
+    if request.batch_size is not None and command == "run":
         args += ["--batch-size", str(int(request.batch_size))]
     if request.threads is not None:
         args += ["--threads", str(int(request.threads))]

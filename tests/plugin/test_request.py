@@ -21,8 +21,10 @@ def test_run_args_carry_every_option_in_the_cli_contract():
 
 
 def test_plan_args_have_no_output_and_omit_unset_options():
-    req = RunRequest(aois=("a.gpkg",), scenes=("s.tif",), out="ignored.gpkg", runtime="eager")
-    assert request.run_args(req, "plan") == ["plan", "--aoi", "a.gpkg", "--scenes", "s.tif", "--events", "jsonl"]
+    req = RunRequest(aois=("a.gpkg",), scenes=("s.tif",), out="ignored.gpkg", runtime="eager", batch_size=8,
+                     threads=2)
+    assert request.run_args(req, "plan") == ["plan", "--aoi", "a.gpkg", "--scenes", "s.tif", "--threads", "2",
+                                             "--events", "jsonl"]
 
 
 @pytest.mark.parametrize("req, command, fragment", [

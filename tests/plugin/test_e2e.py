@@ -1,0 +1,192 @@
+"""End to end with the real engine (``.venv/bin/python -m groundbreak``) on a generated demo world:
+the dock (info, model card, plan, streamed run, cancel, review, export) and the Processing algorithm
+(``processing.run`` and ``qgis_process.bin``). Skipped when the engine venv is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from qgis.core import QgsProject, QgsVectorLayer
+
+from conftest import ENGINE_PY, needs_engine
+from qgis_helpers import SettingsSandbox, clear_messages
+
+pytestmark = [needs_engine, pytest.mark.slow]
+
+SETUP = """
+import json, sys
+from groundbreak.world import generate_world, test_spec
+from groundbreak.modelpack import make_random_package
+w = generate_world(sys.argv[1] + "/world", test_spec())
+make_random_package(sys.argv[1] + "/model", seed=3, width=8, threshold=0.5)
+print(json.dumps({"aoi": str(w.aoi), "scenes": [str(p) for p in w.scene_paths], "dates": list(w.dates)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A 1.5 km, 3-date generated world and a fixed random-weights model package (deterministic)."""
+    root = tmp_path_factory.mktemp("e2e")
+    done = subprocess.run([str(ENGINE_PY), "-c", SETUP, str(root)], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    info = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    info["model"] = str(root / "model")
+    return info
+
+
+@pytest.fixture
+def dock(qgis_iface, qgis_new_project, demo, tmp_path):
+    from plugin.dock import GroundbreakDock
+
+    sandbox = SettingsSandbox()
+    # eager: the engine's "auto" runtime calibrates OpenVINO first, which costs minutes on 2 cores
+    sandbox.set(interpreter=str(ENGINE_PY), threads=2, batch_size=4, min_valid=0.5, price_per_hour=0.1,
+                model_dir="", runtime="eager")
+    clear_messages(qgis_iface)
+    widget = GroundbreakDock(qgis_iface)
+    aoi = QgsVectorLayer(demo["aoi"], "aoi", "ogr")
+    assert aoi.isValid()
+    QgsProject.instance().addMapLayer(aoi)
+    widget.aoi_layer_combo.setLayer(aoi)
+    widget.use_aoi_layer()
+    widget.model_edit.setText(demo["model"])
+    widget.output_edit.setText(str(tmp_path / "run.gpkg"))
+    yield widget
+    widget.shutdown()
+    widget.deleteLater()
+    sandbox.restore()
+
+
+def test_dock_end_to_end_with_the_real_engine(dock, demo, qtbot, tmp_path):
+    with qtbot.waitSignal(dock.info_finished, timeout=120000):
+        dock.add_scenes(demo["scenes"])
+    texts = [dock.scene_list.item(i).text() for i in range(dock.scene_list.count())]
+    assert [d in t for d, t in zip(demo["dates"], texts)] == [True] * 3, texts
+    assert all("red,green,blue,nir" in t and "2.0 m" in t and "EPSG:32614" in t for t in texts), texts
+
+    with qtbot.waitSignal(dock.model_finished, timeout=120000):
+        dock.load_model()
+    assert "DEMO" in dock.model_label.text(), dock.model_label.text()
+
+    with qtbot.waitSignal(dock.plan_finished, timeout=120000) as plan:
+        dock.plan()
+    assert plan.args[0] is not None, dock.plan_label.text()
+    planned = plan.args[0]["stats"]["chips_planned"]
+    assert planned > 0 and "%d chips" % planned in dock.plan_label.text()
+
+    streamed = []
+
+    def on_event(event):
+        if event.type == "features":
+            streamed.append((len(event.get("features")), dock.live.count, dock.engine.state.status))
+
+    with qtbot.waitSignal(dock.run_finished, timeout=600000) as run:
+        dock.run()
+        dock.engine.received.connect(on_event)
+    state = dock.engine.state
+    assert run.args[0] == "ok", (state.errors, dock.engine.stderr_text[-2000:])
+    stats = state.result["stats"]
+    assert stats["chips_planned"] == planned
+    assert streamed, "no features event arrived"
+    assert all(status == "" for _, _, status in streamed)  # every batch arrived before the run ended
+    assert sum(n for n, _, _ in streamed) == stats["detections"] == dock.live.count
+    out = dock.live.output_layer
+    assert out is not None and out.featureCount() == stats["detections"] > 0
+    assert {"chip_id", "aoi_id", "scene_id", "date", "score", "label", "model_id", "run_id", "review"} <= set(
+        out.fields().names())
+    chips = QgsVectorLayer(str(tmp_path / "run.gpkg") + "|layername=chips", "chips", "ogr")
+    assert chips.isValid() and chips.featureCount() == planned
+    assert out.temporalProperties().isActive()
+
+    dock.start_review(out)
+    dock.review_mark("confirmed")
+    if len(dock.review) > 1:
+        dock.review_mark("rejected")
+    n = dock.export(str(tmp_path / "labels.gpkg"))
+    labels = QgsVectorLayer(str(tmp_path / "labels.gpkg") + "|layername=labels", "labels", "ogr")
+    assert labels.featureCount() == n == min(2, len(dock.review))
+    assert sorted(f["label"] for f in labels.getFeatures()) == ([0, 1] if n == 2 else [1])
+    reopened = QgsVectorLayer(str(tmp_path / "run.gpkg") + "|layername=detections", "d", "ogr")
+    assert sorted(f["review"] or "" for f in reopened.getFeatures() if f["review"]) == (
+        ["confirmed", "rejected"] if n == 2 else ["confirmed"])
+
+
+def test_cancel_stops_the_real_engine_and_keeps_what_was_written(dock, demo, qtbot, tmp_path):
+    SettingsSandbox().set(batch_size=1)
+    dock.add_scenes(demo["scenes"])
+
+    def on_event(event):
+        if event.type == "progress" and event.get("stage") == "infer" and event.get("done") > 0:
+            dock.cancel()
+
+    with qtbot.waitSignal(dock.run_finished, timeout=600000) as run:
+        dock.run()
+        dock.engine.received.connect(on_event)
+    state = dock.engine.state
+    assert run.args[0] == "cancelled", (state.errors, dock.engine.stderr_text[-2000:])
+    assert state.result is not None  # the engine still sent result and done
+    stats = state.result["stats"]
+    assert stats["chips_inferred"] < stats["chips_planned"]
+    out = dock.live.output_layer
+    assert out is not None and out.featureCount() == stats["detections"] == dock.live.count
+
+
+@pytest.fixture
+def registered_provider(qgis_app):
+    if "/usr/share/qgis/python/plugins" not in sys.path:
+        sys.path.append("/usr/share/qgis/python/plugins")
+    from processing.core.Processing import Processing
+    from qgis.core import QgsApplication
+
+    from plugin.provider import GroundbreakProvider
+
+    Processing.initialize()
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("groundbreak") is None:
+        registry.addProvider(GroundbreakProvider())
+    yield
+    provider = registry.providerById("groundbreak")
+    if provider is not None:
+        registry.removeProvider(provider)
+
+
+def test_processing_detect_with_the_real_engine(registered_provider, demo, tmp_path):
+    import processing
+
+    sandbox = SettingsSandbox()
+    sandbox.set(runtime="eager")
+    try:
+        result = processing.run("groundbreak:detect", {
+            "AOI": demo["aoi"], "SCENE_FILES": ";".join(demo["scenes"]), "MODEL": demo["model"], "MIN_VALID": 0.5,
+            "BATCH_SIZE": 8, "ENGINE_PYTHON": str(ENGINE_PY), "OUTPUT": str(tmp_path / "alg.gpkg")})
+    finally:
+        sandbox.restore()
+    assert result["STATUS"] == "ok"
+    engine_out = QgsVectorLayer(result["OUTPUT_GPKG"] + "|layername=detections", "d", "ogr")
+    sink = QgsVectorLayer(result["OUTPUT"], "sink", "ogr")
+    assert result["DETECTIONS"] == engine_out.featureCount() == sink.featureCount() > 0
+
+
+def test_qgis_process_detect_with_the_real_engine(demo, tmp_path):
+    from test_processing import QGIS_PROCESS, deploy_profile
+
+    if not os.path.exists(QGIS_PROCESS):
+        pytest.skip("qgis_process.bin is not installed")
+    profile = deploy_profile(tmp_path)
+    ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.write_text(ini.read_text() + "\n[groundbreak]\ninterpreter=%s\nruntime=eager\n" % ENGINE_PY)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
+    out = tmp_path / "headless.gpkg"
+    done = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "groundbreak:detect", "--", "AOI=%s" % demo["aoi"],
+         "SCENE_FILES=%s" % ";".join(demo["scenes"]), "MODEL=%s" % demo["model"], "BATCH_SIZE=8",
+         "OUTPUT=%s" % out], capture_output=True, env=env, timeout=900)
+    stdout = done.stdout.decode("utf-8", "replace")
+    assert done.returncode == 0, stdout[-3000:] + done.stderr.decode("utf-8", "replace")[-3000:]
+    result = json.loads(stdout[stdout.index("{"):])["results"]
+    assert result["STATUS"] == "ok" and result["DETECTIONS"] > 0
+    assert QgsVectorLayer(str(out), "out", "ogr").featureCount() == result["DETECTIONS"]
