@@ -1,0 +1,323 @@
+"""The ``groundbreak`` command: exit codes, Error/Hint lines, JSON-lines events, cancel, no torch at import."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from shapely.geometry import Polygon, box
+
+from groundbreak.cli import cli
+from groundbreak.protocol import PROTOCOL_VERSION, parse_line
+
+from conftest import ORIGIN, write_aoi, write_scene
+
+X0, Y1 = ORIGIN
+PY = str(Path(sys.executable))
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+ENV["PYTHONUNBUFFERED"] = "1"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model, tmp_path_factory) -> Path:
+    # Same weights, a threshold inside the random scores' spread: some chips detect, some don't.
+    out = tmp_path_factory.mktemp("model") / "m"
+    shutil.copytree(tiny_model, out)
+    doc = json.loads((out / "model.json").read_text())
+    doc["properties"]["groundbreak:threshold"] = 0.4
+    (out / "model.json").write_text(json.dumps(doc))
+    return out
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    write_scene(tmp_path / "s_20240501.tif", nodata_cols=300, cloud_box=(0, 256, 512, 768))
+    write_scene(tmp_path / "s_20240601.tif", origin=(X0 + 3, Y1 - 2), seed=1)
+    write_aoi(tmp_path / "aoi.geojson", [box(X0 + 10, Y1 - 1270, X0 + 1530, Y1 - 10)], ids=["site"])
+    return tmp_path
+
+
+def invoke(args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+
+
+def base_args(folder: Path, model: Path, *extra):
+    return ["run", "--aoi", folder / "aoi.geojson", "--scenes", str(folder / "s_*.tif"), "--model", model,
+            "--out", folder / "out.gpkg", "--runtime", "eager", *extra]
+
+
+def events_of(text: str):
+    events = [parse_line(line) for line in text.splitlines() if line.strip()]
+    assert all(e is not None and e.known and e.v == PROTOCOL_VERSION for e in events)
+    assert [e.seq for e in events] == list(range(len(events)))
+    return events
+
+
+def detections_of(path: Path):
+    conn = sqlite3.connect(str(path))
+    try:
+        return sorted((s, c, round(score, 5)) for s, c, score in conn.execute(
+            "SELECT scene_id, chip_id, score FROM detections"))
+    finally:
+        conn.close()
+
+
+# -- import cost ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [
+    "import groundbreak",
+    "from groundbreak.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "from groundbreak.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass",
+])
+def test_import_and_help_do_not_import_torch(code):
+    check = code + "\nimport sys\nsys.stdout.write('\\nTORCH=%s' % ('torch' in sys.modules))"
+    out = subprocess.run([PY, "-c", check], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("TORCH=False")
+
+
+def test_help_texts_have_examples():
+    for sub in ([], ["run"], ["plan"], ["info"]):
+        result = invoke(sub + ["--help"])
+        assert result.exit_code == 0
+        assert "$ groundbreak" in result.output
+
+
+# -- a full run with events -----------------------------------------------------------------------
+def test_run_events_and_summary_agree_with_the_geopackage(inputs, model):
+    proc = subprocess.run([PY, "-m", "groundbreak"] + [str(a) for a in base_args(inputs, model, "--events", "jsonl")],
+                          capture_output=True, text=True, env=ENV, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    events = events_of(proc.stdout)
+    types = [e.type for e in events]
+    assert types[0] == "hello" and types[-2:] == ["result", "done"]
+    assert {"stage", "progress", "warning"} <= set(types)
+    assert events[0].get("model")["model_id"].startswith("groundbreak-random")
+    done = events[-1]
+    assert done.get("status") == "ok" and done.get("exit_code") == 0
+    stats = events[-2].get("stats")
+    assert events[-2].get("outputs")["gpkg"] == str(inputs / "out.gpkg")
+    dropped = stats["chips_dropped"]
+    assert stats["chips_planned"] == 18
+    assert stats["chips_planned"] == sum(dropped.values()) + stats["chips_inferred"] + stats["chips_failed"]
+    assert dropped["nodata"] >= 3 and dropped["cloud"] >= 1
+    features = [(f["properties"]["scene_id"], f["properties"]["chip_id"], f["properties"]["score"])
+                for e in events if e.type == "features" for f in e.get("features")]
+    assert sorted(features) == detections_of(inputs / "out.gpkg")
+    assert stats["detections"] == len(features) > 0
+    # The human summary on stderr says the same numbers.
+    assert "18 planned" in proc.stderr and "%d inferred" % stats["chips_inferred"] in proc.stderr
+    assert "cost" in proc.stderr and "DEMO" in proc.stderr
+    # Nothing but protocol lines on stdout.
+    assert all(line.startswith("{") for line in proc.stdout.splitlines())
+
+
+def test_run_without_events_prints_no_stdout_and_plan_json(inputs, model):
+    result = invoke(base_args(inputs, model))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "Groundbreak run" in result.stderr
+    plan = invoke(["plan", "--aoi", inputs / "aoi.geojson", "--scenes", inputs / "s_*.tif", "--model", model, "--json"])
+    assert plan.exit_code == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["chips_planned"] == 18 and doc["ground_chips"] == 9
+    assert doc["expected_dropped"]["cloud"] >= 1
+    assert doc["cost"]["price_per_hour"] > 0
+
+
+# -- errors ---------------------------------------------------------------------------------------
+def assert_error(result, code: int, *needles: str):
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
+    err = result.stderr
+    if code != 2:
+        lines = err.strip().splitlines()
+        assert any(line.startswith("Error: ") for line in lines), err
+        assert any(line.startswith("Hint: ") for line in lines), err
+    for needle in needles:
+        assert needle in err, err
+    assert "Traceback" not in err
+
+
+def test_missing_scene_file(inputs, model):
+    args = base_args(inputs, model)
+    args[args.index("--scenes") + 1] = inputs / "nope_20240101.tif"
+    assert_error(invoke(args), 1, "nope_20240101.tif")
+
+
+def test_truncated_scene(inputs, model):
+    from scene_fixtures import truncate
+
+    for p in inputs.glob("s_*.tif"):
+        p.unlink()
+    truncate(write_scene(inputs / "s_20240501.tif"), 0.5)
+    assert_error(invoke(base_args(inputs, model)), 1, "s_20240501")
+
+
+def test_three_band_scene(inputs, model):
+    for p in inputs.glob("s_*.tif"):
+        p.unlink()
+    write_scene(inputs / "s_20240501.tif", count=3)
+    assert_error(invoke(base_args(inputs, model)), 1, "nir")
+
+
+def test_aoi_outside_the_scenes(inputs, model):
+    write_aoi(inputs / "aoi.geojson", [box(X0 + 50_000, Y1, X0 + 51_000, Y1 + 1000)])
+    assert_error(invoke(base_args(inputs, model)), 1, "no AOI overlaps")
+
+
+def test_scene_without_date(inputs, model):
+    for p in inputs.glob("s_*"):
+        p.unlink()
+    write_scene(inputs / "s_nodate.tif", date=None)
+    assert_error(invoke(base_args(inputs, model)), 1, "s_nodate")
+
+
+def test_aoi_without_area(inputs, model):
+    write_aoi(inputs / "aoi.geojson", [Polygon([(X0, Y1), (X0 + 100, Y1), (X0 + 200, Y1), (X0, Y1)])])
+    assert_error(invoke(base_args(inputs, model)), 1, "area")
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "file-as-folder"])
+def test_unwritable_output(inputs, model, where):
+    (inputs / "afile").write_text("x")
+    target = inputs / ("nope" if where == "missing-folder" else "afile") / "out.gpkg"
+    args = base_args(inputs, model)
+    args[args.index("--out") + 1] = target
+    assert_error(invoke(args), 1)
+
+
+def test_existing_output_of_another_run(inputs, model):
+    assert invoke(base_args(inputs, model)).exit_code == 0
+    assert_error(invoke(base_args(inputs, model, "--min-valid", "0.9")), 1, "different run", "--overwrite")
+    assert invoke(base_args(inputs, model, "--min-valid", "0.9", "--overwrite")).exit_code == 0
+
+
+def test_model_folder_that_does_not_exist(inputs, model):
+    args = base_args(inputs, model)
+    args[args.index("--model") + 1] = inputs / "no-such-model"
+    assert_error(invoke(args), 1, "no-such-model")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--min-valid", "1.5"], "--min-valid"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--bogus"], "--bogus"),
+    (["--out", "out.txt"], ".gpkg"),
+])
+def test_usage_errors_exit_2(inputs, model, extra, needle):
+    args = base_args(inputs, model)
+    if extra[0] == "--out":
+        args[args.index("--out") + 1] = inputs / extra[1]
+    else:
+        args += extra
+    assert_error(invoke(args), 2, needle)
+
+
+def test_missing_required_option_exits_2(inputs):
+    assert_error(invoke(["run", "--aoi", inputs / "aoi.geojson"]), 2, "--scenes")
+
+
+def test_errors_as_events(inputs, model):
+    args = base_args(inputs, model, "--events", "jsonl")
+    args[args.index("--scenes") + 1] = inputs / "nope_20240101.tif"
+    result = invoke(args)
+    assert result.exit_code == 1
+    events = events_of(result.stdout)
+    assert [e.type for e in events][-2:] == ["error", "done"]
+    err = events[-2]
+    assert err.get("code") == "file_missing" and err.get("hint") and err.get("retryable") is False
+    assert events[-1].get("status") == "failed" and events[-1].get("exit_code") == 1
+
+
+def _corrupt_tile(path: Path, col: int, row: int) -> None:
+    with rasterio.open(path) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_%d_%d" % (col, row), "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_%d_%d" % (col, row), "TIFF", bidx=1))
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 16)
+        fh.write(np.random.default_rng(1).integers(0, 256, size - 32, dtype=np.uint8).tobytes())
+    with rasterio.open(path) as src, pytest.raises(rasterio.errors.RasterioIOError):
+        src.read(window=rasterio.windows.Window(col * 256, row * 256, 256, 256))
+
+
+def test_a_corrupt_tile_exits_3_naming_the_chip(inputs, model):
+    (inputs / "s_20240601.tif").unlink()
+    _corrupt_tile(inputs / "s_20240501.tif", 1, 1)
+    result = invoke(base_args(inputs, model, "--events", "jsonl"))
+    assert_error(result, 3, "1 chip(s) could not be read", "32614_512_978_10174 on s_20240501")
+    events = events_of(result.stdout)
+    assert events[-1].get("status") == "partial" and events[-1].get("exit_code") == 3
+    result_event = [e for e in events if e.type == "result"][0]
+    assert result_event.get("stats")["chips_failed"] == 1
+    warning = [e for e in events if e.type == "warning" and e.get("code") == "partial_run"][0]
+    assert "32614_512_978_10174" in warning.get("message")
+
+
+# -- cancel ---------------------------------------------------------------------------------------
+@pytest.fixture
+def many_chips(tmp_path):
+    for i, day in enumerate(("01", "02")):
+        write_scene(tmp_path / ("s_202405%s.tif" % day), size=(1024, 1024), seed=i)
+    write_aoi(tmp_path / "aoi.geojson", [box(X0 + 10, Y1 - 2038, X0 + 2038, Y1 - 10)], ids=["site"])
+    return tmp_path
+
+
+def _count(path: Path, table: str) -> int:
+    conn = sqlite3.connect(str(path))
+    try:
+        return conn.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["message", "close"])
+def test_cancel_from_stdin_keeps_results_and_rerun_completes(many_chips, model, how):
+    args = [PY, "-m", "groundbreak"] + [str(a) for a in base_args(many_chips, model, "--events", "jsonl",
+                                                                   "--batch-size", "1")]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            event = parse_line(line)
+            if event.type == "progress" and event.get("counts")["inferred"] >= 2:
+                break
+        if how == "message":
+            proc.stdin.write('{"type":"cancel"}\n')
+            proc.stdin.flush()
+        else:
+            proc.stdin.close()
+        rest = proc.stdout.read()  # until the engine exits (stderr is a few lines: no pipe deadlock)
+        stderr = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines.extend(rest.splitlines(keepends=True))
+    assert proc.returncode == 0, stderr
+    events = events_of("".join(lines))
+    assert events[-1].type == "done" and events[-1].get("status") == "cancelled"
+    out = many_chips / "out.gpkg"
+    kept = _count(out, "chips")
+    assert 2 <= kept < 32
+    assert events[-2].get("stats")["chips_processed"] == kept
+    # The same command again (batch size does not change results) finishes the job without redoing
+    # the kept chips.
+    args[args.index("--batch-size") + 1] = "32"
+    again = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr
+    result = [e for e in events_of(again.stdout) if e.type == "result"][0]
+    assert result.get("stats")["chips_resumed"] == kept
+    assert result.get("stats")["chips_processed"] == 32 - kept
+    assert _count(out, "chips") == 32
