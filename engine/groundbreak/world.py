@@ -42,7 +42,7 @@ from .errors import MissingFileError, OutputError, UsageError
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached worlds are regenerated.
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2
 
 PHASES = ("No Activity", "Site Preparation", "Active Construction", "Post Construction")
 POSITIVE_PHASES = frozenset({"Site Preparation", "Active Construction"})
@@ -304,7 +304,7 @@ _CAR_COLOURS = ("roof_white", "roof_dark", "roof_grey", "roof_red", "roof_metal"
 
 _BRIGHT = (1.0, 1.0, 1.0, 1.0)
 _VIGOR = (-0.8, -0.5, -0.8, 1.0)  # more chlorophyll: red/blue down, NIR up
-_NCOL = 16  # r g b n | w_lo w_mid w_hi | s_r s_g s_b s_n | stripe amp, period, cos, sin | height
+_NCOL = 16  # r g b n | w_lo w_mid w_hi | s_r s_g s_b s_n | stripe amp, kx, ky, (spare) | height
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +336,9 @@ def _row(
     stripe: tuple[float, float, float] = (0.0, 10.0, 0.0),
 ) -> list[float]:
     amp, period, angle = stripe
-    return [*colour, *tex, *signs, amp, period, math.cos(angle), math.sin(angle), 0.0]
+    # stripes run along ``angle``: the wave advances across them (wavenumbers in rad per metre)
+    k = 2 * math.pi / period
+    return [*colour, *tex, *signs, amp, -k * math.sin(angle), k * math.cos(angle), 0.0, 0.0]
 
 
 def _jitter(colour: Sequence[float], u: Sequence[float], amount: float = 0.08) -> tuple[float, ...]:
@@ -407,6 +409,8 @@ def _look(mat: str, u: Sequence[float], angle: float, when: _When) -> list[float
         return _row(_jitter(_mix(_R["dry_grass"], _R["lawn"], 0.4 + 0.6 * leaf), u), (0.10, 0.08, 0.05), _VIGOR)
     if mat == "young_lawn":
         return _row(_jitter(_mix(_R["cleared"], _R["young_lawn"], 0.6 + 0.4 * leaf), u), (0.12, 0.1, 0.05), _VIGOR)
+    if mat == "field_line":  # 12 cm chalk lines: only a faint brightening of the 2 m pixels
+        return _row(_mix(_R["turf"], _R["paint"], 0.35), (0.02, 0.02, 0.02))
     if mat == "turf":
         return _row(_jitter(_R["turf"], u, 0.06), (0.03, 0.03, 0.02), _VIGOR, (0.05, 11.0, angle))
     if mat in ("cleared", "compacted", "topsoil", "excavation"):
@@ -462,6 +466,15 @@ def _rect(cx: float, cy: float, w: float, h: float, angle: float) -> Polygon:
     return Polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts])
 
 
+def _part(footprint: Polygon, angle: float, frac: float) -> Polygon:
+    """The first ``frac`` of a footprint along its own long axis (a building half built)."""
+    c = footprint.centroid
+    local = affinity.rotate(footprint, -angle, origin=c, use_radians=True)
+    x0, y0, x1, y1 = local.bounds
+    piece = box(x0, y0, x0 + (x1 - x0) * frac, y1)
+    return affinity.rotate(piece, angle, origin=c, use_radians=True)
+
+
 def _blob(rng: np.random.Generator, cx: float, cy: float, r: float, rough: float = 0.25, n: int = 40) -> Polygon:
     """An irregular closed shape (lakes, woods, piles): a circle with random low harmonics."""
     phi = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -469,6 +482,25 @@ def _blob(rng: np.random.Generator, cx: float, cy: float, r: float, rough: float
     for k in range(2, 6):
         rad += rough / k * rng.uniform(0.3, 1.0) * np.sin(k * phi + rng.uniform(0, 2 * np.pi))
     return Polygon(np.c_[cx + r * rad * np.cos(phi), cy + r * rad * np.sin(phi)]).buffer(0)
+
+
+class _Obstacles:
+    """Polygons to keep clear of, with a spatial index rebuilt only when something was added."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.tree: Any = None
+
+    def append(self, geom: Any) -> None:
+        self.items.append(geom)
+        self.tree = None
+
+    def hit(self, geom: Any) -> bool:
+        if not self.items:
+            return False
+        if self.tree is None:
+            self.tree = shapely.STRtree(self.items)
+        return self.tree.query(geom, predicate="intersects").size > 0
 
 
 class _Builder:
@@ -488,8 +520,9 @@ class _Builder:
         self.roads: list[_Feature] = []
         self.top: list[_Feature] = []  # settlements and look-alikes
         self.road_lines: list[tuple[LineString, float]] = []
-        self.blocked: list[Any] = []  # places sites must avoid
-        self.road_blocked: list[Any] = []
+        self.blocked = _Obstacles()  # places sites and look-alikes must avoid
+        self.road_blocked = _Obstacles()
+        self._tilled_candidates: list[int] | None = None
 
     def u(self) -> tuple[float, ...]:
         return tuple(float(v) for v in self.rng.random(6))
@@ -559,7 +592,8 @@ class _Builder:
             if min(w, h) > 20:
                 yield cell
             return
-        if depth >= 1 and (max(w, h) < 330 or self.rng.random() < 0.12 * depth):
+        if (depth >= 1 and (max(w, h) < 330 or self.rng.random() < 0.12 * depth)) or \
+                (depth == 0 and max(w, h) < 1100 and self.rng.random() < 0.12):  # a whole section: pivots
             yield cell
             return
         gap = self.rng.uniform(2, 6)  # grass margin / track between fields
@@ -639,7 +673,7 @@ class _Builder:
             return None
         for _ in range(50):
             line, width = self.road_lines[int(self.rng.integers(len(self.road_lines)))]
-            inside = line.intersection(self.world.buffer(-offset - 50))
+            inside = line.intersection(self.inset(offset + 50))
             if inside.is_empty or inside.length < 50:
                 continue
             d = float(self.rng.uniform(0, inside.length))
@@ -654,9 +688,13 @@ class _Builder:
         return None
 
     def free(self, geom: Any) -> bool:
-        if not self.world.buffer(-20).contains(geom):
+        if not self.inset(20).contains(geom):
             return False
-        return not any(b.intersects(geom) for b in self.blocked + self.road_blocked)
+        return not (self.blocked.hit(geom) or self.road_blocked.hit(geom))
+
+    def inset(self, d: float) -> Polygon:
+        x0, y0, x1, y1 = self.world.bounds
+        return box(x0 + d, y0 + d, x1 - d, y1 - d)
 
     def house(self, x: float, y: float, w: float, h: float, ang: float, mats: Sequence[str], height: float,
               p: Sequence[float] | None = None) -> None:
@@ -756,14 +794,17 @@ class _Builder:
     def lookalike(self, i: int, kind: str) -> _Site | None:
         sid = f"world{self.spec.seed}_n{i:03d}"
         if kind == "tilled_field":
-            # a whole, unobstructed parcel: no wood, pond or settlement painted over its inside
-            cover = shapely.STRtree([f.geom for f in self.bottom + self.top
-                                     if not (f.mat.startswith("field_") or f.mat == "pasture")] or [Point(0, 0)])
-            inner = self.world.buffer(-20)
-            candidates = [k for k, f in enumerate(self.bottom)
-                          if f.mat.startswith("field_") and 2e4 < f.geom.area < 2.5e5 and inner.contains(f.geom)
-                          and not any(b.intersects(f.geom) for b in self.blocked)
-                          and cover.query(f.geom.buffer(-10), predicate="intersects").size == 0]
+            if self._tilled_candidates is None:
+                # whole, unobstructed parcels: no wood, pond or settlement painted over their inside
+                cover = shapely.STRtree([f.geom for f in self.bottom + self.top
+                                         if not (f.mat.startswith("field_") or f.mat == "pasture")] or [Point(0, 0)])
+                inner = self.inset(20)
+                self._tilled_candidates = [
+                    k for k, f in enumerate(self.bottom)
+                    if f.mat.startswith("field_") and 2e4 < f.geom.area < 2.5e5 and inner.contains(f.geom)
+                    and cover.query(f.geom.buffer(-10), predicate="intersects").size == 0]
+            candidates = [k for k in self._tilled_candidates
+                          if self.bottom[k].mat != "field_tilled" and not self.blocked.hit(self.bottom[k].geom)]
             if not candidates:
                 return None
             k = int(self.rng.choice(candidates))
@@ -784,10 +825,10 @@ class _Builder:
                 feats.append(self.feat(_rect(x, y, ow, oh, ang).buffer(-1), "running_track"))
             feats.append(self.feat(_rect(x, y, w + 6, h + 6, ang), "artificial_turf" if self.rng.random() < 0.35 else "turf", angle=ang))
             field_box = _rect(x, y, w, h, ang)
-            feats.append(self.feat(field_box.exterior.buffer(1.0), "paint"))
+            feats.append(self.feat(field_box.exterior.buffer(0.8), "field_line"))
             c, s = math.cos(ang + math.pi / 2), math.sin(ang + math.pi / 2)
-            feats.append(self.feat(LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(1.0), "paint"))
-            feats.append(self.feat(Point(x, y).buffer(9.15).exterior.buffer(0.9), "paint"))
+            feats.append(self.feat(LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(0.8), "field_line"))
+            feats.append(self.feat(Point(x, y).buffer(9.15).exterior.buffer(0.8), "field_line"))
             self.blocked.append(outline.buffer(30))
             return _Site(sid, kind, outline, None, {"No Activity": tuple(feats)})
         # parking lot with a big-box store beside it
@@ -866,9 +907,12 @@ class _Builder:
                 buildings.append(_rect(*at(self.rng.uniform(-w / 3, w / 3), h * self.rng.uniform(0.1, 0.3)),
                                        self.rng.uniform(25, 60), self.rng.uniform(20, 40), ang))
         keep: list[Polygon] = []
+        inner = poly.buffer(-6)
         for b in buildings:
-            if poly.buffer(-6).contains(b) and not any(b.buffer(4).intersects(k) for k in keep):
+            if inner.contains(b) and not (keep and shapely.intersects(np.array(keep), b.buffer(4)).any()):
                 keep.append(b)
+        if not keep:  # every site builds something
+            keep.append(_rect(*at(0, h * 0.08), w * 0.45, h * 0.35, ang))
         buildings = keep
         streets = [LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)]).buffer(4, cap_style="flat")
                    for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)] if plan == "houses" else []
@@ -908,14 +952,20 @@ class _Builder:
         if plan != "houses":
             active.append(f(LineString([at(-w / 2 + 5, -h / 2 + 20), at(w / 2 - 5, -h / 2 + 20)]).buffer(4, cap_style="flat"), "gravel"))
         for b in buildings:
+            # a graded gravel pad under every footprint, then the footprint's current state
+            active.append(f(b.buffer(4, join_style="mitre"), "gravel"))
             r = self.rng.random()
-            if r < 0.45:
+            if r < 0.4:
                 active.append(f(b, "concrete", height=0.5))
-            elif r < 0.75:
-                active.append(f(b.buffer(1.5, join_style="mitre"), "concrete"))
-                active.append(f(affinity.scale(b, 1.0, self.rng.uniform(0.4, 1.0)), "steel", angle=ang, height=6))
+            elif r < 0.65:
+                active.append(f(b, "concrete", height=0.5))
+                active.append(f(_part(b, ang, float(self.rng.uniform(0.4, 1.0))), "steel", angle=ang, height=6))
+            elif r < 0.82:  # slab with part of the roof on
+                active.append(f(b, "concrete", height=0.5))
+                part = _part(b, ang, float(self.rng.uniform(0.3, 0.7)))
+                active.append(f(part, str(self.rng.choice(["roof_white", "roof_grey"])), angle=ang, height=7))
             else:
-                active.append(f(b.buffer(2, join_style="mitre"), "excavation"))
+                active.append(f(b.buffer(1, join_style="mitre"), "excavation", height=0.0))
         for _p in range(int(self.rng.integers(3, 9))):
             px, py = at(self.rng.uniform(-w / 2 + 10, w / 2 - 10), self.rng.uniform(-h / 2 + 10, h / 2 - 10))
             active.append(f(_blob(self.rng, px, py, self.rng.uniform(3, 9), 0.4, 14).intersection(poly),
@@ -951,7 +1001,7 @@ class _Builder:
         sq = 1 / np.maximum(np.abs(np.cos(phi)), np.abs(np.sin(phi)))  # a squircle hugging the square
         rx, ry = (x1 - x0) / 2 * 0.9, (y1 - y0) / 2 * 0.9
         pts = np.c_[self.cx + rx * np.cos(phi) * np.minimum(sq, 1.3) * rad, self.cy + ry * np.sin(phi) * np.minimum(sq, 1.3) * rad]
-        return Polygon(pts).buffer(0).intersection(self.world.buffer(-2 * self.spec.gsd))
+        return Polygon(pts).buffer(0).intersection(self.inset(2 * self.spec.gsd))
 
 
 def _site_timelines(spec: WorldSpec, rng: np.random.Generator) -> list[tuple[int, int, int]]:
@@ -1039,8 +1089,25 @@ def _date_features(layout: _Layout, when: _When) -> list[_Feature]:
     return [f for f in feats if not f.geom.is_empty]
 
 
-def _cloud_field(seed: int, xs: np.ndarray, ys: np.ndarray, cell: float) -> np.ndarray:
-    return _fractal(seed, xs, ys, cell, 5)
+def _cloud_field(seed: int, xs: np.ndarray, ys: np.ndarray, cell: float, step: int = 1) -> np.ndarray:
+    """Cloud density at columns ``xs`` x rows ``ys`` (evenly spaced).
+
+    Clouds have no detail finer than ~cell/16 (> 30 m), so with ``step`` > 1 the field is evaluated
+    every ``step`` pixels and interpolated, which is 4-5x cheaper than five full-resolution octaves.
+    """
+    if step == 1 or xs.size < 2 * step or ys.size < 2 * step:
+        return _fractal(seed, xs, ys, cell, 5)
+    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+    nxc, nyc = (xs.size - 1) // step + 2, (ys.size - 1) // step + 2
+    coarse = _fractal(seed, xs[0] + dx * step * np.arange(nxc), ys[0] + dy * step * np.arange(nyc), cell, 5)
+    fc = np.arange(xs.size) / step
+    j0 = fc.astype(np.int64)
+    wx = (fc - j0).astype(np.float32)
+    along = coarse[:, j0] * (1 - wx) + coarse[:, j0 + 1] * wx
+    fr = np.arange(ys.size) / step
+    i0 = fr.astype(np.int64)
+    wy = (fr - i0).astype(np.float32)[:, None]
+    return along[i0] * (1 - wy) + along[i0 + 1] * wy
 
 
 _CLOUD_SOFT = 0.05
@@ -1172,20 +1239,26 @@ def _render(scene: _DateScene, spec: WorldSpec, row0: int, nrows: int) -> tuple[
     n_hi = _value_noise(seed * 10 + 3, xs, ys, 4.0)
     mod += np.take(tab[:, 6], idx) * n_hi
     del n_hi
-    amp = np.take(tab[:, 11], idx)
-    striped = amp > 0
-    stripe = np.zeros_like(mod)
-    if striped.any():
-        rr, cc = np.nonzero(striped)
-        ii = idx[rr, cc]
-        phase = (xs[cc] * tab[ii, 13] + ys[rr] * tab[ii, 14]) * (2 * np.pi) / tab[ii, 12]
-        wave = np.sin(phase) + 0.35 * np.sin(2 * phase + 0.7)
-        stripe[rr, cc] = (amp[rr, cc] * wave).astype(np.float32)
-        del rr, cc, ii, phase, wave
+    # plough / mowing / grading stripes: a ground-fixed wave (relative to the world origin so
+    # float32 keeps centimetre precision)
+    xl = (xs - spec.origin[0]).astype(np.float32)
+    yl = (ys - spec.origin[1]).astype(np.float32)
+    phase = np.take(tab[:, 12], idx) * xl[None, :]
+    phase += np.take(tab[:, 13], idx) * yl[:, None]
+    stripe = np.sin(phase)
+    phase *= 2
+    phase += np.float32(0.7)
+    stripe += np.float32(0.35) * np.sin(phase)
+    stripe *= np.take(tab[:, 11], idx)
+    stripe += 1
+    del phase
     refl = np.empty((4, hh, hw), np.float32)
     for b in range(4):
-        refl[b] = np.take(tab[:, b], idx) * (1 + np.take(tab[:, 7 + b], idx) * mod + stripe)
-    del mod, stripe, amp
+        band = np.take(tab[:, 7 + b], idx) * mod
+        band += stripe
+        band *= np.take(tab[:, b], idx)
+        refl[b] = band
+    del mod, stripe, band
     shade = _cast_shadows(np.take(tab[:, 15], idx), t.a)
     del idx
     if shade.any():
@@ -1202,7 +1275,8 @@ def _render(scene: _DateScene, spec: WorldSpec, row0: int, nrows: int) -> tuple[
     if math.isfinite(scene.cloud_threshold):
         ox, oy = _SHADOW_PER_M[0] * _CLOUD_HEIGHT_M, _SHADOW_PER_M[1] * _CLOUD_HEIGHT_M
         thr = np.float32(scene.cloud_threshold)
-        shade_n = _cloud_field(scene.cloud_seed, xs - ox, ys - oy, scene.cloud_cell)
+        # rows of a strip start on a multiple of 4, so the coarse samples line up across strips
+        shade_n = _cloud_field(scene.cloud_seed, xs - ox, ys - oy, scene.cloud_cell, 4)
         in_shadow = shade_n > thr
         if in_shadow.any():
             a_s = np.clip((shade_n - thr) / np.float32(_CLOUD_SOFT), 0, 1)
@@ -1211,7 +1285,7 @@ def _render(scene: _DateScene, spec: WorldSpec, row0: int, nrows: int) -> tuple[
             mask[in_shadow] = MASK_SHADOW
             del a_s
         del shade_n, in_shadow
-        cloud_n = _cloud_field(scene.cloud_seed, xs, ys, scene.cloud_cell)
+        cloud_n = _cloud_field(scene.cloud_seed, xs, ys, scene.cloud_cell, 4)
         in_cloud = cloud_n > thr
         if in_cloud.any():
             a_c = np.clip((cloud_n - thr) / np.float32(_CLOUD_SOFT), 0, 1)
@@ -1230,11 +1304,10 @@ def _render(scene: _DateScene, spec: WorldSpec, row0: int, nrows: int) -> tuple[
         nx_, ny_, c, jag_seed = scene.nodata
         cols = np.arange(width, dtype=np.float64) + 0.5
         rows = np.arange(row0, row0 + nrows, dtype=np.float64) + 0.5
-        d = nx_ * cols[None, :] + ny_ * rows[:, None] + c
-        near = np.abs(d) < 40
-        if near.any():  # jagged edge only where it matters
-            jag = 6 * _value_noise(int(jag_seed), cols, rows, 48.0) + 2 * _value_noise(int(jag_seed) + 1, cols, rows, 7.0)
-            d = np.where(near, d + jag, d)
+        d = (nx_ * cols + c).astype(np.float32)[None, :] + (ny_ * rows).astype(np.float32)[:, None]
+        if (np.abs(d) < 40).any():  # a jagged edge (only strips near the edge pay for it)
+            d += 6 * _value_noise(int(jag_seed), cols, rows, 48.0)
+            d += 2 * _value_noise(int(jag_seed) + 1, cols, rows, 7.0)
         mask[d > 0] = MASK_NODATA
     return refl, mask
 
@@ -1244,7 +1317,9 @@ def _quantise(refl: np.ndarray, mask: np.ndarray, dtype: str) -> np.ndarray:
         out = np.clip(np.rint(refl * np.float32(_UINT16_SCALE)), 1, 10000).astype(np.uint16)
     else:
         out = np.clip(np.rint(refl * np.float32(_UINT8_SCALE)), 1, 255).astype(np.uint8)
-    out[:, mask == MASK_NODATA] = 0
+    nodata = mask == MASK_NODATA
+    if nodata.any():
+        out *= ~nodata
     return out
 
 
