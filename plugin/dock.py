@@ -304,6 +304,8 @@ class GroundbreakDock(QDockWidget):
             self.aoi_band.setColor(QColor(0, 120, 230, 220))
             self.aoi_band.setFillColor(QColor(0, 120, 230, 30))
             self.aoi_band.setWidth(2)
+            # a rubber band holds map coordinates: redraw the AOI when the map's CRS changes
+            canvas.destinationCrsChanged.connect(self._show_aoi)
         self.aoi_band.reset(QgsWkbTypes.PolygonGeometry)
         for geom in self.aoi_geoms:
             self.aoi_band.addGeometry(geom, self.aoi_crs)
@@ -649,6 +651,10 @@ class GroundbreakDock(QDockWidget):
         if self.map_tool is not None and self.canvas().mapTool() is self.map_tool:
             self.canvas().unsetMapTool(self.map_tool)
         if self.aoi_band is not None:
+            try:
+                self.canvas().destinationCrsChanged.disconnect(self._show_aoi)
+            except TypeError:
+                pass
             self.canvas().scene().removeItem(self.aoi_band)
             self.aoi_band = None
 

@@ -118,4 +118,9 @@ def test_drawn_aoi_reaches_the_dock_with_the_canvas_crs(canvas, qgis_iface, monk
     assert dock.aoi_km2 == pytest.approx(planar_km2, rel=0.01)
     assert "drawn rectangle" in dock.aoi_label.text()
     assert dock.aoi_band.numberOfVertices() >= 4  # the AOI stays visible on the map
+    utm_box = dock.aoi_band.asGeometry().boundingBox()
+    assert utm_box.xMinimum() == pytest.approx(min(a.x(), b.x()), abs=1e-6)
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    lonlat_box = dock.aoi_band.asGeometry().boundingBox()  # redrawn in the new map CRS
+    assert -100 < lonlat_box.xMinimum() < -98 and 46 < lonlat_box.yMinimum() < 48
     dock.shutdown()

@@ -76,6 +76,11 @@ def shot(name, then=None):
 
 def zoom_to_aoi():
     canvas = iface.mapCanvas()
+    # QGIS may switch a fresh project to the CRS of a layer added later (the AOI is EPSG:4326);
+    # show the scenes' own UTM grid so chips are square on the screenshots.
+    scene_crs = QgsProject.instance().mapLayersByName(os.path.basename(CFG["scenes"][0]))[0].crs()
+    QgsProject.instance().setCrs(scene_crs)
+    canvas.setDestinationCrs(scene_crs)
     aoi = QgsProject.instance().mapLayersByName("AOI")[0]
     extent = canvas.mapSettings().layerExtentToOutputExtent(aoi, aoi.extent())
     extent.scale(1.15)
@@ -108,10 +113,9 @@ def start():
         dock.model_edit.setText(CFG["model"])
     dock.add_scenes(CFG["scenes"])
     canvas = iface.mapCanvas()
-    scene_crs = QgsProject.instance().mapLayersByName(os.path.basename(CFG["scenes"][0]))[0].crs()
-    QgsProject.instance().setCrs(scene_crs)
-    canvas.setDestinationCrs(scene_crs)
     zoom_to_aoi()
+    note("project CRS %s, canvas CRS %s" % (QgsProject.instance().crs().authid(),
+                                            canvas.mapSettings().destinationCrs().authid()))
     dock.model_finished.connect(lambda: note("model: %s" % dock.model_label.text()))
     dock.load_model()
     dock.plan_finished.connect(guarded(on_plan))
@@ -139,6 +143,7 @@ def on_event(event):
                           "stage": dock.stage_label.text(), "progress": dock.progress.value()}
         note("mid-run: %s" % OUT["mid_run"])
         dock.widget().ensureWidgetVisible(dock.counts_label)
+        zoom_to_aoi()
         shot("midrun")
 
 

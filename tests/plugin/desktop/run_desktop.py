@@ -34,12 +34,29 @@ w = generate_world(sys.argv[1], test_spec())
 print(json.dumps({"aoi": str(w.aoi), "scenes": [str(p) for p in w.scene_paths], "crs": w.crs}))
 """
 
+MODEL_SCRIPT = """
+import sys
+from groundbreak.modelpack import make_random_package
+make_random_package(sys.argv[1], seed=3, width=8, threshold=0.5)
+"""
+
 
 def engine_works() -> bool:
     if not ENGINE_PY.exists():
         return False
-    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "model", "--json"], capture_output=True, timeout=300)
+    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "--help"], capture_output=True, timeout=300)
     return done.returncode == 0
+
+
+def model_for_run(dest: Path) -> str:
+    """"" (the engine's bundled demo model) when it loads, else a fixed random-weights package."""
+    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "model", "--json"], capture_output=True, timeout=300)
+    if done.returncode == 0:
+        return ""
+    done = subprocess.run([str(ENGINE_PY), "-c", MODEL_SCRIPT, str(dest)], capture_output=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit("could not make a model package: %s" % done.stderr.decode()[-2000:])
+    return str(dest)
 
 
 def make_world(dest: Path) -> dict:
@@ -73,6 +90,7 @@ def main(argv=None) -> int:
         old.unlink()
     real = not args.fake and engine_works()
     world = make_world(work / "world")
+    model = model_for_run(work / "model") if real else ""
     zip_path = build_plugin.build(work / "dist", engine=False)
     profile = work / "profile"
     plugins = profile / "profiles" / "default" / "python" / "plugins"
@@ -84,12 +102,13 @@ def main(argv=None) -> int:
     interpreter = str(ENGINE_PY) if real else str(FAKE)
     ini.write_text(
         "[PythonPlugins]\ngroundbreak=true\n\n"
-        "[groundbreak]\ninterpreter=%s\nthreads=2\nbatch_size=4\nmin_valid=0.5\nprice_per_hour=0.1\n\n"
-        "[qgis]\ncheckVersion=false\nshowTips%%20322=false\n" % interpreter)
+        # eager: the engine's "auto" runtime first calibrates OpenVINO, minutes on 2 cores
+        "[groundbreak]\ninterpreter=%s\nthreads=2\nbatch_size=2\nmin_valid=0.5\nprice_per_hour=0.1\n"
+        "runtime=eager\n\n[qgis]\ncheckVersion=false\nshowTips%%20322=false\n" % interpreter)
     config = {
         "scenes": world["scenes"], "aoi": world["aoi"], "out": str(work / "run" / "detections.gpkg"),
         "labels": str(work / "run" / "labels.gpkg"), "shots_dir": str(args.shots.resolve()),
-        "result": str(work / "result.json"), "timeout_s": args.timeout - 60,
+        "result": str(work / "result.json"), "timeout_s": args.timeout - 60, "model": model,
     }
     (work / "config.json").write_text(json.dumps(config))
     display = free_display()
@@ -115,6 +134,7 @@ def main(argv=None) -> int:
         xvfb.wait(10)
     result = json.loads((work / "result.json").read_text()) if (work / "result.json").exists() else {}
     result["engine"] = "real" if real else "fake"
+    result["model"] = model or "bundled default"
     result["qgis_exit_code"] = rc
     (args.shots / "desktop-result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
