@@ -215,3 +215,15 @@ def test_run_without_scenes_is_refused_before_starting(dock, qtbot):
     assert run_and_wait(dock, qtbot) == "failed"
     assert dock.engine is None
     assert any("no scenes given" in t for t in message_texts(dock.iface))
+
+
+def test_replayed_real_engine_stream(dock, qtbot, monkeypatch):
+    import json as _json
+
+    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / "real_run_ok.jsonl"))
+    dock.add_scenes(["x.tif"])
+    assert run_and_wait(dock, qtbot) == "ok"
+    lines = (RECORDED / "real_run_ok.jsonl").read_text().splitlines()
+    expected = _json.loads([l for l in lines if '"type":"result"' in l][0])["stats"]["detections"]
+    assert dock.live.count == expected > 0
+    assert dock.live.output_layer.featureCount() == expected

@@ -135,6 +135,21 @@ def test_cancel_stops_the_real_engine_and_keeps_what_was_written(dock, demo, qtb
     assert out is not None and out.featureCount() == stats["detections"] == dock.live.count
 
 
+def test_real_engine_error_reaches_the_message_bar_with_its_hint(dock, qtbot, tmp_path):
+    from qgis.core import Qgis
+
+    from qgis_helpers import message_texts
+
+    dock.add_scenes([str(tmp_path / "missing_20220101.tif")])
+    with qtbot.waitSignal(dock.run_finished, timeout=300000) as run:
+        dock.run()
+    assert run.args[0] == "failed"
+    assert dock.engine.state.errors[0]["code"] == "file_missing"
+    texts = message_texts(dock.iface, Qgis.Critical)
+    assert any("missing_20220101.tif" in t and "Hint:" in t for t in texts), texts
+    assert dock.run_button.isEnabled()
+
+
 @pytest.fixture
 def registered_provider(qgis_app):
     if "/usr/share/qgis/python/plugins" not in sys.path:

@@ -108,3 +108,26 @@ def test_overall_percent_moves_through_the_stages():
     assert overall_percent("infer", 20, 13) == overall_percent("infer", 13, 13)  # clamped
     assert overall_percent("aggregate", 1, 1) == 100
     assert overall_percent("infer", 3, 0) == overall_percent("infer", 0, 1)
+
+
+REAL = sorted(RECORDED.glob("real_*.jsonl"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
+def test_recordings_from_the_real_engine_parse_cleanly(path):
+    state, seen, garbage = replay(path.name, chunk_size=97)
+    assert garbage == []
+    assert [e.seq for e in seen] == list(range(len(seen))) and state.seq_gaps == 0
+    assert seen[0].type == "hello" and seen[-1].type == "done"
+    assert state.result is not None
+    expected = {"real_plan.jsonl": "ok", "real_run_ok.jsonl": "ok", "real_run_cancelled.jsonl": "cancelled"}
+    assert state.status == expected[path.name]
+    if path.name != "real_plan.jsonl":
+        assert state.features_received == state.result["stats"]["detections"]
+        assert state.result["stats"]["chips_planned"] == state.counts["planned"]
+    if path.name == "real_run_cancelled.jsonl":
+        assert state.result["stats"]["chips_inferred"] < state.result["stats"]["chips_planned"]
+
+
+def test_real_recordings_are_present():
+    assert {p.name for p in REAL} == {"real_plan.jsonl", "real_run_ok.jsonl", "real_run_cancelled.jsonl"}
