@@ -170,7 +170,23 @@ def _argv_after(name: str) -> list:
 
 def main() -> None:
     """Run this command alone (``python -m groundbreak.cli.train``), e.g. before it is registered."""
-    command.main(args=expand_variadic_all(sys.argv[1:]), prog_name="groundbreak train", obj={})
+    _standalone(command, "train")
+
+
+def _standalone(cmd, name: str) -> None:
+    from ..errors import GroundbreakError
+
+    try:
+        cmd.main(args=expand_variadic_all(sys.argv[1:]), prog_name="groundbreak " + name, obj={},
+                 standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except GroundbreakError as exc:
+        click.echo("Error: %s" % exc.message, err=True)
+        if exc.hint:
+            click.echo("Hint: %s" % exc.hint, err=True)
+        sys.exit(exc.exit_code)
 
 
 def expand_variadic_all(args):
