@@ -23,6 +23,9 @@ from .errors import UsageError
 #: Chips are grouped into square blocks of this many chips a side to form work units.
 DEFAULT_BLOCK_CHIPS = 16
 
+#: Intersections thinner than this (metres) are reprojection noise, not AOI area.
+_SLIVER_M = 1e-3
+
 
 @dataclass(frozen=True, slots=True)
 class ChipGrid:
@@ -72,9 +75,14 @@ class ChipGrid:
             boxes = shapely.box(cols * s, row * s, (cols + 1) * s, (row + 1) * s)
             hit = shapely.intersects(geometry, boxes)
             if hit.any():
-                inter = shapely.area(shapely.intersection(geometry, boxes[hit]))
-                for col, area in zip(cols[hit], inter):
-                    if area > 0:
+                parts = shapely.intersection(geometry, boxes[hit])
+                inter = shapely.area(parts)
+                b = shapely.bounds(parts)
+                # An AOI whose edge lies on a chip edge comes back from its lon/lat round trip a
+                # nanometre off: a sliver that thin is not a chip of the AOI.
+                thick = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) > _SLIVER_M
+                for col, area, ok in zip(cols[hit], inter, thick):
+                    if area > 0 and ok:
                         out.append((int(col), int(row)))
         return out
 

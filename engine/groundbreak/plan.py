@@ -121,7 +121,9 @@ def make_plan(
             continue
         scanned_km2 += covered.area / 1e6
         shapely.prepare(footprint)
-        hits = shapely.intersects(footprint, cell_boxes) if len(cells) else []
+        # A chip that only touches the scene's edge has no pixel on it: reading it would only
+        # record a spurious nodata drop.
+        hits = (shapely.intersects(footprint, cell_boxes) & ~shapely.touches(footprint, cell_boxes)) if len(cells) else []
         blocks: Dict[Tuple[int, int], List[ChipRef]] = defaultdict(list)
         for (col, row), hit in zip(cells, hits):
             if not hit:
