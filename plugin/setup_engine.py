@@ -21,8 +21,9 @@ from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
 from . import log, request
 
 TORCH_PIN = "torch==2.13.0"
-# The CPU wheel index keeps pip from fetching CUDA libraries on Linux.
-TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# The CPU wheel index keeps pip from fetching CUDA libraries on Linux; GROUNDBREAK_TORCH_INDEX
+# overrides it (an empty value uses only the pip configuration, e.g. a local mirror).
+TORCH_INDEX = os.environ.get("GROUNDBREAK_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
 
 
 @dataclass(frozen=True)
