@@ -19,7 +19,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsMapLayerComboBox, QgsRubberBand
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import QProcess, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -648,6 +648,11 @@ class GroundbreakDock(QDockWidget):
                 proc.process.waitForFinished(3000)
                 if proc.running:
                     proc.process.kill()
+                    proc.process.waitForFinished(1000)
+        for query in list(self._queries):
+            if query.process is not None and query.process.state() != QProcess.NotRunning:
+                query.process.kill()
+                query.process.waitForFinished(1000)
         if self.map_tool is not None and self.canvas().mapTool() is self.map_tool:
             self.canvas().unsetMapTool(self.map_tool)
         if self.aoi_band is not None:

@@ -227,3 +227,43 @@ def test_replayed_real_engine_stream(dock, qtbot, monkeypatch):
     expected = _json.loads([l for l in lines if '"type":"result"' in l][0])["stats"]["detections"]
     assert dock.live.count == expected > 0
     assert dock.live.output_layer.featureCount() == expected
+
+
+def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
+    import plugin.engine_process as engine_process
+
+    monkeypatch.setattr(engine_process, "TERMINATE_AFTER_MS", 300)
+    monkeypatch.setattr(engine_process, "KILL_AFTER_MS", 300)
+    monkeypatch.setenv("GB_FAKE_DELAY", "0.5")
+    monkeypatch.setenv("GB_FAKE_IGNORE_CANCEL", "1")
+    dock.add_scenes(["x.tif"])
+
+    def on_event(event):
+        if event.type == "features":
+            dock.cancel()
+
+    with qtbot.waitSignal(dock.run_finished, timeout=30000) as blocker:
+        dock.run()
+        dock.engine.received.connect(on_event)
+    assert blocker.args[0] == "cancelled"
+    assert not dock.engine.running
+    assert dock.live.count >= 1 and dock.live.layers  # no output file: the live layer is kept
+
+
+def test_temporal_filter_selects_one_date(dock, qtbot):
+    from qgis.core import (QgsDateTimeRange, QgsExpression, QgsFeatureRequest,
+                           QgsVectorLayerTemporalContext)
+    from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+
+    dock.add_scenes(["x.tif"])
+    assert run_and_wait(dock, qtbot) == "ok"
+    layer = dock.live.output_layer
+    context = QgsVectorLayerTemporalContext()
+    context.setLayer(layer)
+    counts = {}
+    for day in ("2014-07-20", "2015-09-26", "2016-01-01"):
+        date = QDate.fromString(day, "yyyy-MM-dd")
+        frame = QgsDateTimeRange(QDateTime(date, QTime(0, 0)), QDateTime(date, QTime(23, 59, 59)))
+        expression = layer.temporalProperties().createFilterString(context, frame)
+        counts[day] = sum(1 for _ in layer.getFeatures(QgsFeatureRequest(QgsExpression(expression))))
+    assert counts == {"2014-07-20": 3, "2015-09-26": 3, "2016-01-01": 0}

@@ -22,3 +22,29 @@ def test_plugin_loads_registers_provider_and_unloads(qgis_iface):
         instance.unload()
     assert QgsApplication.processingRegistry().providerById("groundbreak") is None
     assert instance.dock is None
+
+
+def test_unload_during_a_run_stops_the_engine(qgis_iface, qgis_new_project, fake_engine, monkeypatch, qtbot, tmp_path):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsRectangle
+
+    from qgis_helpers import SettingsSandbox
+
+    sandbox = SettingsSandbox()
+    sandbox.set(interpreter=fake_engine)
+    monkeypatch.setenv("GB_FAKE_DELAY", "0.5")
+    instance = plugin.classFactory(qgis_iface)
+    instance.initGui()
+    try:
+        dock = instance.dock
+        dock.set_aoi([QgsGeometry.fromRect(QgsRectangle(500000, 5205000, 502000, 5207000))],
+                     QgsCoordinateReferenceSystem("EPSG:32614"))
+        dock.add_scenes(["x.tif"])
+        dock.output_edit.setText(str(tmp_path / "run.gpkg"))
+        dock.run()
+        qtbot.waitUntil(lambda: dock.engine.state.features_received > 0, timeout=20000)
+        engine = dock.engine
+        assert engine.running
+    finally:
+        instance.unload()
+        sandbox.restore()
+    assert not engine.running
