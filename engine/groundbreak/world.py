@@ -42,7 +42,7 @@ from .errors import MissingFileError, OutputError, UsageError
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached worlds are regenerated.
-WORLD_FORMAT = 2
+WORLD_FORMAT = 3
 
 PHASES = ("No Activity", "Site Preparation", "Active Construction", "Post Construction")
 POSITIVE_PHASES = frozenset({"Site Preparation", "Active Construction"})
@@ -94,6 +94,8 @@ class WorldSpec:
         def bad(what: str, hint: str) -> UsageError:
             return UsageError(f"WorldSpec: {what}", hint=hint)
 
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise bad(f"seed {self.seed!r} must be a non-negative integer", "use e.g. seed=7")
         if self.width < 64 or self.height < 64:
             raise bad(f"size {self.width}x{self.height} px is too small", "use at least 64x64 px")
         if not self.gsd > 0:
@@ -355,14 +357,15 @@ def _field_look(mat: str, u: Sequence[float], angle: float, when: _When) -> list
     year_shift = ((when.date.year * 7 + int(u[5] * 13)) % 5 - 2) * 4  # planting differs by year
     d = doy - year_shift
     if mat == "field_tilled":  # bare, ploughed on every date (the "tilled_field" look-alike)
-        soil = _jitter(_R["tilled"], u, 0.12)
-        return _row(soil, (0.10, 0.07, 0.05), _BRIGHT, (0.10 + 0.05 * u[2], period, angle))
+        # dry topsoil is lighter: the brightest tilled fields overlap dark cleared sites
+        soil = _jitter(_mix(_R["tilled"], _R["stubble"], 0.7 * u[3]), u, 0.12)
+        return _row(soil, (0.14, 0.09, 0.05), _BRIGHT, (0.10 + 0.05 * u[2], period, angle))
     if mat == "field_hay":
         f = 0.45 + 0.55 * _ramp(d, 110, 150) - 0.4 * _ramp(d, 270, 300)
         if (d + int(u[2] * 60)) % 50 < 9:  # freshly cut
             f *= 0.55
         colour = _mix(_R["dry_grass"], _scaled(_R["crop"], vigor), f)
-        return _row(_jitter(colour, u), (0.12, 0.07, 0.03), _VIGOR, (0.03, 6.0 + 4 * u[4], angle))
+        return _row(_jitter(colour, u), (0.16, 0.09, 0.04), _VIGOR, (0.03, 6.0 + 4 * u[4], angle))
     if mat == "field_grain":
         green = _ramp(d, 110, 160) * (1 - _ramp(d, 200, 215))
         golden = _ramp(d, 200, 215) * (1 - _ramp(d, 225, 232))
@@ -370,7 +373,7 @@ def _field_look(mat: str, u: Sequence[float], angle: float, when: _When) -> list
         colour = _mix(soil, _scaled(_R["crop"], vigor), green)
         colour = _mix(colour, _R["golden"], golden)
         soil_share = 1 - green - golden
-        return _row(_jitter(colour, u), (0.10, 0.06, 0.03), _VIGOR if green > 0.5 else _BRIGHT,
+        return _row(_jitter(colour, u), (0.15, 0.09, 0.04), _VIGOR if green > 0.5 else _BRIGHT,
                     (0.09 * soil_share + 0.02, period, angle))
     # row crops (corn / soybean): bare tilled until June, green in summer, stubble after harvest
     green = _ramp(d, 140, 190) * (1 - _ramp(d, 255, 290))
@@ -379,7 +382,7 @@ def _field_look(mat: str, u: Sequence[float], angle: float, when: _When) -> list
     colour = _mix(soil, _scaled(_R["crop"], vigor), green)
     colour = _mix(colour, _R["golden"], golden)
     soil_share = max(0.0, 1 - green - golden)
-    return _row(_jitter(colour, u, 0.1), (0.11, 0.06, 0.03), _VIGOR if green > 0.5 else _BRIGHT,
+    return _row(_jitter(colour, u, 0.1), (0.16, 0.09, 0.04), _VIGOR if green > 0.5 else _BRIGHT,
                 (0.10 * soil_share + 0.02 * green, period if soil_share > 0.5 else 5.0 + 2 * u[4], angle))
 
 
@@ -391,7 +394,7 @@ def _look(mat: str, u: Sequence[float], angle: float, when: _When) -> list[float
     leaf = _ramp(doy, 115, 150) * (1 - _ramp(doy, 280, 310))
     if mat == "pasture":
         green = 0.3 + 0.7 * _ramp(doy, 110, 150) - 0.45 * _ramp(doy, 230, 290)
-        return _row(_jitter(_mix(_R["dry_grass"], _R["grass"], green), u), (0.16, 0.09, 0.04), _VIGOR)
+        return _row(_jitter(_mix(_R["dry_grass"], _R["grass"], green), u), (0.18, 0.10, 0.05), _VIGOR)
     if mat == "forest":
         colour = _mix(_R["forest_leafoff"], _R["forest"], leaf)
         return _row(_jitter(colour, u, 0.1), (0.10, 0.12, 0.34), _BRIGHT)
@@ -417,7 +420,10 @@ def _look(mat: str, u: Sequence[float], angle: float, when: _When) -> list[float
         tex = {"cleared": (0.07, 0.09, 0.05), "compacted": (0.05, 0.05, 0.04),
                "topsoil": (0.10, 0.12, 0.10), "excavation": (0.08, 0.10, 0.06)}[mat]
         stripe = (0.035, 12.0 + 6 * u[4], angle) if mat == "cleared" else (0.0, 10.0, 0.0)
-        return _row(_jitter(_R[mat], u, 0.07), tex, _BRIGHT, stripe)
+        colour = _R[mat]
+        if mat == "cleared":  # subsoil colour and moisture differ from site to site
+            colour = _mix(colour, _R["compacted"], 0.6 * u[3])
+        return _row(_jitter(colour, u, 0.08), tex, _BRIGHT, stripe)
     if mat == "farmyard":
         return _row(_jitter(_mix(_R["farmyard"], _R["grass"], 0.3 * leaf), u), (0.1, 0.12, 0.08))
     if mat.startswith("roof_") or mat in ("concrete", "steel", "paint", "equipment", "sand", "gravel_pile",
@@ -541,7 +547,8 @@ class _Builder:
         for _axis in range(2):
             spacing = self.rng.uniform(700, 1500)
             start = -span + self.rng.uniform(0, spacing)
-            pos = np.arange(start, span, spacing) + self.rng.uniform(-60, 60, size=int(np.ceil((span - start) / spacing)))
+            pos = np.arange(start, span, spacing)
+            pos += self.rng.uniform(-60, 60, size=pos.size)
             lines.append(sorted(float(p) for p in pos))
         return lines[0], lines[1]
 
@@ -1572,8 +1579,9 @@ def _cached(out: Path, spec: WorldSpec) -> WorldManifest | None:
 
 
 def _strip_rows(spec: WorldSpec) -> int:
-    # ~8 M pixels per strip keeps the float32 working set to a few hundred MB at any width
-    rows = max(spec.tile, (8_000_000 // max(spec.width, 1)) // spec.tile * spec.tile)
+    # ~2.5 M pixels per strip: single-band temporaries stay under glibc's 32 MB mmap threshold, so
+    # they are recycled instead of page-faulted in afresh (measured: 3x less system time)
+    rows = max(spec.tile, (2_600_000 // max(spec.width, 1)) // spec.tile * spec.tile)
     return int(min(rows, 1024))
 
 
