@@ -207,6 +207,17 @@ def test_model_folder_that_does_not_exist(inputs, model):
     assert_error(invoke(args), 1, "no-such-model")
 
 
+@pytest.mark.parametrize("damage, needle", [("weights.safetensors", "sha256"), ("model.json", "invalid JSON")])
+def test_damaged_model_package(inputs, model, damage, needle):
+    broken = inputs / "broken-model"
+    shutil.copytree(model, broken)
+    (broken / damage).write_text("{ garbage")
+    args = base_args(inputs, model)
+    args[args.index("--model") + 1] = broken
+    assert_error(invoke(args), 1, needle)
+    assert not (inputs / "out.gpkg").exists()
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--min-valid", "1.5"], "--min-valid"),
     (["--batch-size", "0"], "--batch-size"),
