@@ -1080,8 +1080,13 @@ def discover_scenes(
                 item, base, band_order=band_order, date=date, mask_rules=mask_rules, spec=spec
             )
             by_key.setdefault(key_of(scene.path), scene)
+    listed_stems = {_stem(os.path.basename(p)) for _, p in expanded if not _is_stac_name(p)}
     for spec, path in expanded:
         if _is_stac_name(path) or key_of(path) in by_key:
+            continue
+        if _is_sidecar_of_listed(path, listed_stems, mask_rules):
+            # An unquoted shell glob (scenes/*.tif) lists the masks next to their scenes.
+            log.info("%s is the sidecar mask of a listed scene; not a scene itself", path)
             continue
         scene = open_scene(path, band_order=band_order, date=date, mask_rules=mask_rules)
         by_key[key_of(path)] = scene
@@ -1091,6 +1096,14 @@ def discover_scenes(
             hint="pass GeoTIFF paths, a glob, a folder or STAC JSON with items",
         )
     return sorted(_unique_ids(by_key), key=lambda s: (s.date, s.scene_id))
+
+
+def _is_sidecar_of_listed(path: str, listed_stems: set, rules: Optional[MaskRules]) -> bool:
+    if not looks_like_sidecar(path, rules):
+        return False
+    stem = _stem(os.path.basename(path))
+    return any(other != stem and (stem.startswith(other + "_") or stem.startswith(other + "."))
+               for other in listed_stems)
 
 
 def _unique_ids(by_key: Mapping[str, Scene]) -> list[Scene]:

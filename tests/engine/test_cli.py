@@ -343,8 +343,6 @@ def test_several_words_after_scenes_and_aoi():
     assert expand_variadic(["--scenes", "a.tif", "--min-valid", "0.3"]) == ["--scenes", "a.tif", "--min-valid", "0.3"]
 
 
-@pytest.mark.xfail(strict=True, reason="scene.py takes an explicitly listed sidecar (s_..._mask.tif, as an "
-                   "unquoted shell glob lists it) for a scene; reported to scene.py's owner")
 def test_plan_with_a_shell_expanded_glob(inputs, model):
     scenes = sorted(inputs.glob("s_2024*.tif"))  # the shell also lists the cloud-mask sidecar
     assert len(scenes) == 3
