@@ -21,7 +21,9 @@ measured and reported (``Predictor.parity``) but do not decide: the map is a coa
 max over thousands of cells is dominated by the one cell nearest a decision boundary.
 
 Random (untrained) weights are unusually sensitive to int8 rounding (max |Δscore| 0.03-0.1 here),
-so ``auto`` keeps them on a float runtime; trained weights are checked the same way.
+so ``auto`` keeps them on a float runtime; trained weights are checked the same way. The choice is
+cached (per weights hash, library versions, candidates and tolerance) under the cache directory
+(``$GROUNDBREAK_CACHE``, else ``~/.cache/groundbreak``), so only the first process pays for the search.
 
 Calibration and the parity check use synthetic chips (``synthetic_inputs``: smooth fields with
 bright rectangles, already normalised) unless real preprocessed chips are passed as
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -42,7 +45,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -153,12 +156,14 @@ class Predictor:
         calibration_size: int = 256,
         cache_dir: "Path | str | None" = None,
         net: Optional[ChipNet] = None,
+        candidates: Sequence[str] = AUTO_ORDER,
     ) -> None:
         """``runtime`` defaults to the package's ``groundbreak:runtime`` (itself "auto").
 
         ``calibration``: optional preprocessed chips (N, C, H, W) float32 for int8 calibration and
         the parity check. ``net``: an already built network (training code, tests); its weights are
-        used as they are and the package's weights file is not read.
+        used as they are and the package's weights file is not read. ``candidates``: the runtimes
+        ``auto`` may choose, fastest first (eager is always the last resort).
         """
         if threads < 1:
             raise UsageError(f"threads must be >= 1, got {threads}")
@@ -178,6 +183,8 @@ class Predictor:
         self.calibration_size = calibration_size
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         set_threads(threads)
+        # Caches are keyed by the weights hash: a caller-supplied network has no such identity.
+        self._cacheable = net is None
         if net is None:
             net = build_network(package.architecture, len(package.bands), seed=None)
             load_weights(net, package.weights_path)
@@ -187,6 +194,11 @@ class Predictor:
         #: max |Δscore| and max |Δcell| vs eager on the check batch (0 for eager itself).
         self.parity: Tuple[float, float] = (0.0, 0.0)
         self.rejected: dict[str, str] = {}  # runtime -> why auto passed it over
+        self.auto_cached = False  # True when auto reused a decision cached by an earlier process
+        self._candidates = tuple(c for c in candidates if c != "eager") + ("eager",)
+        bad = [c for c in self._candidates if c not in RUNTIMES]
+        if bad:
+            raise UsageError(f"unknown inference runtime(s) {bad}", hint=f"choose from: {', '.join(RUNTIMES)}")
         if runtime == "auto":
             self.runtime, self._engine = self._choose()
         else:
@@ -291,7 +303,45 @@ class Predictor:
         )
 
     def _choose(self) -> Tuple[str, Engine]:
-        for name in AUTO_ORDER:
+        # The search builds (and int8-calibrates) several runtimes: tens of seconds for the full
+        # model. Its outcome depends only on the weights, the libraries and the tolerance, so it is
+        # cached and later processes (fleet workers, the next run) build just the winner.
+        if not self._cacheable:
+            return self._search()
+        decision = self._decision_path()
+        cached = _read_json(decision).get("runtime")
+        if cached in self._candidates:
+            try:
+                engine = self._build(cached)
+                ds, dc = self._parity(engine)
+                if ds <= self.tolerance:
+                    self.parity, self.auto_cached = (ds, dc), True
+                    return cached, engine
+            except Exception as exc:
+                log.info("cached runtime choice %s no longer usable (%s); choosing again", cached, exc)
+        name, engine = self._search()
+        _write_json(decision, {"runtime": name, "parity": self.parity, "rejected": self.rejected})
+        return name, engine
+
+    def _decision_path(self) -> Path:
+        versions = [torch.__version__]
+        for mod in ("openvino", "nncf"):
+            try:
+                versions.append(__import__(mod).__version__)
+            except ImportError:
+                versions.append("-")
+        parts = [self.package.sha256, self.package.architecture, *versions, repr(self.tolerance),
+                 ",".join(self._candidates), str(self.calibration_size), self._calibration_digest()]  # fmt: skip
+        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+        return self.cache_dir / "auto" / f"{self.package.model_id}-{key}.json"
+
+    def _calibration_digest(self) -> str:
+        if self._calibration is None:
+            return "synthetic"
+        return hashlib.sha256(np.ascontiguousarray(self._calibration[:64]).tobytes()).hexdigest()[:12]
+
+    def _search(self) -> Tuple[str, Engine]:
+        for name in self._candidates:
             if name == "eager":
                 return name, self._eager()
             try:
@@ -309,7 +359,7 @@ class Predictor:
                 return name, engine
             self.rejected[name] = f"outside tolerance: max |dscore| {ds:.4f}, max |dcell| {dc:.4f}"
             log.info("runtime %s rejected: %s", name, self.rejected[name])
-        raise AssertionError("unreachable: eager is always in AUTO_ORDER")
+        raise AssertionError("unreachable: eager is always the last candidate")
 
     def _build(self, name: str) -> Engine:
         if name == "eager":
@@ -389,9 +439,7 @@ class Predictor:
     def _openvino_int8(self) -> Engine:
         ov = _import("openvino", "openvino-int8")
         nncf = _import("nncf", "openvino-int8")
-        cal_digest = "synthetic"
-        if self._calibration is not None:
-            cal_digest = hashlib.sha256(np.ascontiguousarray(self._calibration[:64]).tobytes()).hexdigest()[:12]
+        cal_digest = self._calibration_digest()
         key = hashlib.sha256(
             "|".join(
                 [self.package.sha256, self.package.architecture, ov.__version__, nncf.__version__,
@@ -400,7 +448,7 @@ class Predictor:
         ).hexdigest()[:20]  # fmt: skip
         path = self.cache_dir / "openvino-int8" / f"{self.package.model_id}-{key}.xml"
         core = ov.Core()
-        if path.is_file():
+        if self._cacheable and path.is_file():
             try:
                 return self._openvino(core.read_model(str(path)), "f32")
             except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
@@ -412,6 +460,8 @@ class Predictor:
         logging.getLogger("nncf").setLevel(logging.WARNING)
         quantised = nncf.quantize(fp32, dataset, subset_size=cal.shape[0], fast_bias_correction=True)
         log.info("int8 calibration on %d chips took %.1f s", cal.shape[0], time.perf_counter() - t0)
+        if not self._cacheable:
+            return self._openvino(quantised, "f32")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
@@ -450,6 +500,24 @@ def _freeze(module: torch.nn.Module, example: torch.Tensor, *, channels_last: bo
             for _ in range(2):
                 frozen(example)
     return frozen
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache only costs time
+        log.warning("could not write %s: %s", path, exc)
 
 
 def _import(module: str, runtime: str):

@@ -1,0 +1,302 @@
+"""Predictor: outputs, determinism, band checks, runtimes' parity with eager fp32, safe weight loading."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from groundbreak.errors import BandMismatchError, DependencyError, ModelError, UsageError
+from groundbreak.inference import DEFAULT_TOLERANCE, RUNTIMES, Predictor, synthetic_inputs
+from groundbreak.model import MODEL_JSON, WEIGHTS_FILE, file_sha256, load_model_package
+from groundbreak.modelpack import make_random_package, random_chips
+from groundbreak.network import ARCHITECTURES, build_network, load_weights
+
+# Max |Δscore| vs eager per runtime precision on a random package. fp32 runtimes only reorder float
+# sums. Random weights are far more sensitive to bf16/int8 rounding than trained ones (see
+# inference.py), so those get looser bounds here; `auto` applies DEFAULT_TOLERANCE to every runtime.
+FP32_TOLERANCE = 1e-3
+BF16_TOLERANCE = 0.05
+INT8_TOLERANCE = 0.25
+CAL = 32  # calibration chips: enough to exercise the path, few enough to keep the file fast
+SIZE = 64  # small chips (4 x 4 cells) keep runtime builds and calibration quick on 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    return make_random_package(tmp_path_factory.mktemp("pkg") / "random", seed=0, width=8, chip_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def eager(pkg, cache):
+    return Predictor(pkg, runtime="eager", cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def chips() -> np.ndarray:
+    return random_chips(16, size=SIZE, seed=3)
+
+
+def test_prediction_shapes_and_ranges(eager, chips):
+    pred = eager.predict(chips, "uint16")
+    assert pred.scores.shape == (16,) and pred.scores.dtype == np.float32
+    assert pred.cells.shape == (16, 4, 4) and pred.cells.dtype == np.float32
+    assert np.all((pred.scores > 0) & (pred.scores < 1))
+    assert np.all((pred.cells >= 0) & (pred.cells <= 1))
+    # A random package spreads scores: a network that saturates would make parity tests vacuous.
+    assert pred.scores.std() > 1e-3 and pred.cells.std() > 0.05
+
+
+def test_same_input_same_scores(pkg, eager, chips, cache):
+    a = eager.predict(chips, "uint16")
+    b = eager.predict(chips.copy(), "uint16")
+    c = Predictor(pkg, runtime="eager", cache_dir=cache).predict(chips, "uint16")
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.scores, c.scores)
+    np.testing.assert_array_equal(a.cells, c.cells)
+
+
+def test_batching_does_not_change_results(pkg, eager, chips, cache):
+    small = Predictor(pkg, runtime="eager", batch_size=4, cache_dir=cache)
+    a, b = eager.predict(chips[:6], "uint16"), small.predict(chips[:6], "uint16")  # 6 = 4 + 2
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_allclose(a.cells, b.cells, atol=1e-5)
+    one = eager.predict(chips[2:3], "uint16")
+    np.testing.assert_allclose(one.scores[0], a.scores[2], atol=1e-5)
+
+
+def test_dtype_scaling_gives_the_same_scores_for_the_same_reflectance(eager, chips):
+    as_float = chips.astype(np.float32) / 10000.0
+    np.testing.assert_allclose(
+        eager.predict(chips, "uint16").scores, eager.predict(as_float, "float32").scores, atol=1e-4
+    )
+    # uint16 values read as if they were uint8 (scaled by 1/255) are a different input.
+    assert not np.allclose(eager.predict(chips, "uint16").scores, eager.predict(chips, "uint8").scores, atol=1e-3)
+
+
+def test_empty_batch(eager):
+    pred = eager.predict(np.zeros((0, 4, SIZE, SIZE), np.uint16), "uint16")
+    assert pred.scores.shape == (0,) and pred.cells.shape == (0, 4, 4)
+
+
+def test_band_count_mismatch(eager):
+    with pytest.raises(BandMismatchError, match=r"3 bands .* expects 4 bands \(red, green, blue, nir\)"):
+        eager.predict(np.zeros((2, 3, SIZE, SIZE), np.uint16), "uint16")
+
+
+def test_wrong_chip_size_and_rank(eager):
+    with pytest.raises(UsageError, match="128x128 px but model .* takes 64x64"):
+        eager.predict(np.zeros((1, 4, 128, 128), np.uint16), "uint16")
+    with pytest.raises(UsageError, match=r"\(N, bands, H, W\)"):
+        eager.predict(np.zeros((4, SIZE, SIZE), np.uint16), "uint16")
+
+
+def test_unknown_runtime(pkg):
+    with pytest.raises(UsageError, match="unknown inference runtime 'tensorrt'"):
+        Predictor(pkg, runtime="tensorrt")
+
+
+def test_timing_counters(pkg, chips, cache):
+    p = Predictor(pkg, runtime="eager", cache_dir=cache)
+    assert p.timing.calls == 0 and p.timing.chips == 0
+    p.predict(chips, "uint16")
+    p.predict(chips[:2], "uint16")
+    t = p.timing
+    assert (t.runtime, t.calls, t.chips) == ("eager", 2, 18)
+    assert t.model_seconds > 0 and t.preprocess_seconds > 0 and t.chips_per_second > 0
+    p.reset_timing()
+    assert p.timing.chips == 0
+
+
+def test_threads_are_set_explicitly(pkg, cache):
+    before = torch.get_num_threads()
+    try:
+        p = Predictor(pkg, runtime="eager", threads=1, cache_dir=cache)
+        torch.set_num_threads(2)
+        p.predict(random_chips(1, size=SIZE), "uint16")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "eager"])
+def test_runtime_parity_with_eager(pkg, eager, chips, cache, runtime):
+    try:
+        p = Predictor(pkg, runtime=runtime, cache_dir=cache, calibration_size=CAL)
+    except DependencyError as exc:
+        pytest.skip(f"{runtime}: {exc}")
+    assert p.runtime == runtime
+    tol = {"int8": INT8_TOLERANCE, "bf16": BF16_TOLERANCE}.get(runtime.rsplit("-", 1)[-1], FP32_TOLERANCE)
+    ref, got = eager.predict(chips, "uint16"), p.predict(chips, "uint16")
+    assert np.max(np.abs(got.scores - ref.scores)) <= tol
+    assert np.max(np.abs(got.cells - ref.cells)) <= 3 * tol
+    assert p.parity[0] <= tol  # the predictor's own check batch agrees
+    # Not a constant or a shuffle: the runtime follows the input, chip by chip.
+    assert np.corrcoef(got.scores, ref.scores)[0, 1] > 0.9
+
+
+def test_auto_picks_a_runtime_within_tolerance(pkg, cache):
+    p = Predictor(pkg, runtime="auto", cache_dir=cache, calibration_size=CAL)
+    assert p.runtime in RUNTIMES
+    assert p.parity[0] <= DEFAULT_TOLERANCE
+    for name, why in p.rejected.items():
+        assert name != p.runtime and why
+
+
+def test_auto_falls_back_to_eager_when_nothing_is_exact_enough(pkg, tmp_path):
+    p = Predictor(pkg, runtime="auto", tolerance=-1.0, candidates=("torchscript",), cache_dir=tmp_path)
+    assert p.runtime == "eager"
+    assert "outside tolerance" in p.rejected["torchscript"]
+
+
+def test_auto_decision_is_cached(pkg, tmp_path):
+    first = Predictor(pkg, runtime="auto", candidates=("torchscript",), cache_dir=tmp_path)
+    assert not first.auto_cached and first.runtime == "torchscript"
+    assert len(list((tmp_path / "auto").glob("*.json"))) == 1
+    second = Predictor(pkg, runtime="auto", candidates=("torchscript",), cache_dir=tmp_path)
+    assert second.auto_cached and second.runtime == first.runtime
+    # Another tolerance is another decision.
+    third = Predictor(pkg, runtime="auto", candidates=("torchscript",), tolerance=0.5, cache_dir=tmp_path)
+    assert not third.auto_cached
+
+
+def test_missing_runtime_dependency_names_the_pip_command(pkg, cache, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(DependencyError, match="'openvino'") as err:
+        Predictor(pkg, runtime="openvino", cache_dir=cache)
+    assert "pip install" in err.value.hint
+    p = Predictor(pkg, runtime="auto", candidates=("openvino", "torchscript"), cache_dir=tmp_path)
+    assert p.runtime == "torchscript" and "not installed" in p.rejected["openvino"]
+
+
+@pytest.mark.slow
+def test_openvino_int8_is_cached_per_weights(pkg, chips, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    first = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL)
+    cached = list((tmp_path / "openvino-int8").glob("*.xml"))
+    assert len(cached) == 1 and cached[0].with_suffix(".bin").is_file()
+    second = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL)
+    np.testing.assert_allclose(first.predict(chips).scores, second.predict(chips).scores, atol=1e-6)
+
+
+def test_real_calibration_chips_are_used(pkg, cache):
+    cal = pkg.preprocess(random_chips(CAL, size=SIZE, seed=9), "uint16")
+    p = Predictor(pkg, runtime="torchscript", calibration=cal, cache_dir=cache)
+    assert p.parity[0] <= DEFAULT_TOLERANCE
+    with pytest.raises(BandMismatchError):
+        Predictor(pkg, runtime="torchscript", calibration=cal[:, :3], cache_dir=cache)
+
+
+# -- network and safe loading ----------------------------------------------------------------------
+
+
+def test_network_outputs_and_deterministic_init():
+    a, b = build_network("resnet18-w8", 4, seed=5), build_network("resnet18-w8", 4, seed=5)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    c = build_network("resnet18-w8", 4, seed=6)
+    assert not torch.equal(a.stem[0].weight, c.stem[0].weight)
+    chip, cells = a.eval()(torch.from_numpy(synthetic_inputs(2, 4, 256)))
+    assert chip.shape == (2,) and cells.shape == (2, 16, 16)
+
+
+def test_network_trains():
+    net = build_network("resnet18-w8", 4, seed=0).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.from_numpy(synthetic_inputs(4, 4, 64, seed=1))
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    losses = []
+    for _ in range(5):
+        chip, _cells = net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(chip, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_full_size_architecture_stays_small():
+    net = build_network("resnet18-w32", 4, seed=0)
+    size = sum(v.numel() * v.element_size() for v in net.state_dict().values())
+    assert size < 20 * 2**20
+
+
+def test_unknown_architecture():
+    with pytest.raises(ModelError, match="unknown model architecture 'resnet50'") as err:
+        build_network("resnet50", 4)
+    assert all(name in err.value.hint for name in ARCHITECTURES)
+
+
+def _repackage(pkg, tmp_path: Path, write_weights) -> Path:
+    """Copy ``pkg``, replace its weights via ``write_weights(path)`` and fix the sha256 in model.json."""
+    dst = tmp_path / "pkg"
+    shutil.copytree(pkg.root, dst)
+    write_weights(dst / WEIGHTS_FILE)
+    meta = dst / MODEL_JSON
+    doc = json.loads(meta.read_text())
+    doc["properties"]["groundbreak:weights"]["sha256"] = file_sha256(dst / WEIGHTS_FILE)
+    meta.write_text(json.dumps(doc))
+    return dst
+
+
+def test_unexpected_weight_keys_are_refused(pkg, tmp_path):
+    from safetensors.torch import load_file
+
+    def add_key(path):
+        tensors = load_file(str(path))
+        tensors["backdoor.weight"] = torch.zeros(3)
+        save_file(tensors, str(path))
+
+    loaded = load_model_package(_repackage(pkg, tmp_path, add_key))  # the hash matches...
+    with pytest.raises(ModelError, match="unexpected backdoor.weight"):  # ...but the keys do not
+        Predictor(loaded, runtime="eager")
+
+
+def test_missing_weight_keys_and_wrong_shapes_are_refused(pkg, tmp_path):
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(pkg.weights_path))
+    del tensors["chip_head.bias"]
+    path = tmp_path / "partial.safetensors"
+    save_file(tensors, str(path))
+    with pytest.raises(ModelError, match="missing chip_head.bias"):
+        load_weights(build_network("resnet18-w8", 4), path)
+    with pytest.raises(ModelError, match="shapes do not match"):
+        load_weights(build_network("resnet18-w16", 4), pkg.weights_path)
+
+
+class _Exploit:
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_named_weights_is_refused_without_running_it(pkg, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Exploit()
+    evil.marker = marker
+
+    def write_pickle(path):
+        with open(path, "wb") as fh:
+            pickle.dump({"stem.0.weight": evil}, fh)
+
+    loaded = load_model_package(_repackage(pkg, tmp_path, write_pickle))
+    with pytest.raises(ModelError, match="not a readable safetensors file") as err:
+        Predictor(loaded, runtime="eager")
+    assert "pickle" in err.value.hint
+    assert not marker.exists()
