@@ -23,12 +23,13 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.features
 import shapely
 from rasterio.enums import ColorInterp
@@ -37,7 +38,7 @@ from rasterio.windows import Window
 from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 
-from .errors import MissingFileError, OutputError, UsageError
+from .errors import CorruptFileError, MissingFileError, OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -1072,7 +1073,7 @@ def _build_layout(spec: WorldSpec) -> _Layout:
 
 @dataclass(frozen=True, slots=True)
 class _DateScene:
-    """Everything needed to render one date: features, their look table, shadows, clouds, grid."""
+    """Everything needed to render one date: features, their look table, clouds, nodata edge, grid."""
 
     when: _When
     transform: Affine
@@ -1353,6 +1354,18 @@ def _gtiff_profile(spec: WorldSpec, width: int, height: int, transform: Affine, 
 def _write_scene(spec: WorldSpec, scene: _DateScene, path: Path, mask_path: Path | None,
                  strip_rows: int, tags: dict[str, str]) -> tuple[float, float]:
     """Write the scene (and its mask) strip by strip; returns (cloud+shadow / valid, nodata / all)."""
+    try:
+        return _write_scene_files(spec, scene, path, mask_path, strip_rows, tags)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        for p in (path, mask_path):
+            if p is not None:
+                p.with_name(p.name + ".partial").unlink(missing_ok=True)
+        raise OutputError(f"Cannot write the synthetic scene {path}: {exc}",
+                          hint=f"check free disk space and write permission in {path.parent}") from None
+
+
+def _write_scene_files(spec: WorldSpec, scene: _DateScene, path: Path, mask_path: Path | None,
+                       strip_rows: int, tags: dict[str, str]) -> tuple[float, float]:
     date = scene.when.date
     prof = _gtiff_profile(spec, scene.width, scene.height, scene.transform, 4, spec.dtype)
     prof.update(nodata=0, photometric="RGB", predictor=2 if spec.compress.lower() in ("deflate", "lzw", "zstd") else 1)
@@ -1556,8 +1569,6 @@ def load_world(out_dir: str | os.PathLike[str]) -> WorldManifest:
         doc = json.loads(meta.read_text())
         return _manifest_from_dict(out, doc)
     except (ValueError, KeyError, TypeError) as exc:
-        from .errors import CorruptFileError
-
         raise CorruptFileError(f"{meta} is not a valid world manifest ({exc})",
                                hint="delete the folder and generate the world again") from None
 

@@ -18,7 +18,7 @@ from pyproj import Transformer
 from shapely.geometry import mapping
 
 from groundbreak import world
-from groundbreak.errors import MissingFileError, UsageError
+from groundbreak.errors import MissingFileError, OutputError, UsageError
 
 MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 255
 
@@ -328,6 +328,14 @@ def test_aoi_covers_most_of_the_world_but_is_not_its_box(tiny):
 def test_load_world_round_trips(tiny):
     assert world.load_world(tiny.out_dir) == tiny
     assert tiny.dates == tiny.spec.dates
+
+
+def test_unwritable_output_is_an_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError) as err:
+        world.generate_world(blocker / "w", _small())
+    assert err.value.hint
 
 
 def test_load_world_without_a_world_says_how_to_make_one(tmp_path):
