@@ -43,7 +43,7 @@ from .errors import CorruptFileError, MissingFileError, OutputError, UsageError
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached worlds are regenerated.
-WORLD_FORMAT = 3
+WORLD_FORMAT = 4
 
 PHASES = ("No Activity", "Site Preparation", "Active Construction", "Post Construction")
 POSITIVE_PHASES = frozenset({"Site Preparation", "Active Construction"})
@@ -889,9 +889,19 @@ class _Builder:
         x, y, ang, poly = spot
         c, s = math.cos(ang), math.sin(ang)
         nx, ny = -s, c
+        if self.road_lines:  # turn the site's frame so its road side is -v
+            lines = shapely.MultiLineString([rl[0] for rl in self.road_lines])
+            if lines.distance(Point(x + nx * h / 2, y + ny * h / 2)) < lines.distance(Point(x - nx * h / 2, y - ny * h / 2)):
+                ang += math.pi
+                c, s, nx, ny = -c, -s, -nx, -ny
 
         def at(u: float, v: float) -> tuple[float, float]:
             return x + u * c + v * nx, y + u * s + v * ny
+
+        if self.rng.random() < 0.25:  # an L-shaped site: one back corner stays as it was
+            cw, ch = w * self.rng.uniform(0.3, 0.5), h * self.rng.uniform(0.3, 0.5)
+            side = 1 if self.rng.random() < 0.5 else -1
+            poly = poly.difference(_rect(*at(side * (w - cw) / 2, (h - ch) / 2), cw + 0.5, ch + 0.5, ang))
 
         # access road from the site edge to the nearest road centreline
         edge_mid = Point(at(self.rng.uniform(-w / 3, w / 3), -h / 2))
@@ -922,7 +932,7 @@ class _Builder:
         if not keep:  # every site builds something
             keep.append(_rect(*at(0, h * 0.08), w * 0.45, h * 0.35, ang))
         buildings = keep
-        streets = [LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)]).buffer(4, cap_style="flat")
+        streets = [LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)]).buffer(4, cap_style="flat").intersection(poly)
                    for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)] if plan == "houses" else []
 
         tracks = []
@@ -996,7 +1006,9 @@ class _Builder:
             post.append(f(b, str(self.rng.choice(roofs)), angle=ang, height=5 if plan == "houses" else 9))
         for _t in range(int(self.rng.integers(4, 14))):
             tx, ty = at(self.rng.uniform(-w / 2 + 5, w / 2 - 5), self.rng.choice([-h / 2 + 4, h / 2 - 4]))
-            post.append(f(Point(tx, ty).buffer(self.rng.uniform(1.5, 3.0), quad_segs=6), "tree", height=4))
+            tree = Point(tx, ty).buffer(self.rng.uniform(1.5, 3.0), quad_segs=6)
+            if poly.contains(tree):
+                post.append(f(tree, "tree", height=4))
         self.blocked.append(poly.buffer(40))
         layers = {"Site Preparation": tuple(prep), "Active Construction": tuple(active), "Post Construction": tuple(post)}
         return _Site(sid, "construction", poly, days, layers)
