@@ -10,6 +10,24 @@ after georeferencing, exactly like real acquisitions do.
 Rasters are written strip by strip, so memory stays bounded for a 10,240² benchmark scene, and are
 byte-identical for the same seed.
 
+What tells construction apart (the cues a model can learn, and only those):
+
+- Site Preparation: vegetation gone, light tan subsoil (NIR/red ~1.1, visible reflectance higher than
+  tilled topsoil), sharp rectilinear (sometimes L-shaped) outline, grader stripes, vehicle tracks,
+  topsoil piles, yellow machines, a site trailer, a gravel access road to the nearest road.
+- Active Construction: the same ground plus gravel pads, bright concrete slabs, steel frames and
+  half-roofed buildings with shadows, excavations, material piles, internal gravel streets.
+- Post Construction (label 0): finished roofs, new dark asphalt and parking, sparse young lawn.
+- Look-alikes (label 0, unchanged on every date): bare tilled fields with plough striping (dry ones
+  nearly as light as dark subsoil), sports pitches (turf or artificial turf, running tracks),
+  parking lots with cars beside a big-box store. Ordinary fields also turn bare with the crop
+  calendar (row crops are tilled soil until June), so "bare" alone never means construction.
+
+Files (``generate_world``): ``scenes/world_{seed}_{YYYYMMDD}.tif`` (+ ``_mask.tif`` classes 0 clear,
+1 cloud, 2 shadow, 255 nodata, or ``_udm2.tif``), ``labels.geojson`` (EPSG:4326) and ``labels.gpkg``
+(layer ``labels``, world CRS) with one feature per (site, date): site_id, date, phase, label, kind,
+valid_fraction (share of the polygon clear on that date); ``aoi.geojson``; ``world.json``.
+
 Public API: :class:`WorldSpec`, :func:`demo_spec`, :func:`test_spec`, :func:`generate_world`,
 :func:`load_world`, :func:`generate_large_scene`, :class:`WorldManifest`.
 """
@@ -1072,7 +1090,9 @@ def _build_layout(spec: WorldSpec) -> _Layout:
     kinds = ("tilled_field", "sports_field", "parking")
     for i in range(spec.n_lookalikes):
         site = b.lookalike(i + 1, kinds[i % 3])
-        if site is not None:
+        if site is None:
+            log.warning("world %s: no room for look-alike %d (%s)", spec.seed, i + 1, kinds[i % 3])
+        else:
             sites.append(site)
     static = tuple(b.bottom + b.roads + b.top)
     return _Layout(static, tuple(sites), b.aoi())
