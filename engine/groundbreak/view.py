@@ -16,12 +16,15 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import rasterio
 from affine import Affine
+from pyproj import CRS
 from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+from shapely.geometry import box
 
 from .errors import CorruptFileError, ReadError
-from .grid import ChipGrid
+from .grid import ChipGrid, to_grid_crs
 from .scene import CLOUD, NODATA, SHADOW, VALID, MaskSource, Scene, decode_mask
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class _GridReader:
         )
         self.aligned = aligned
         self.added_alpha: Optional[int] = None  # band index of the warped view's own alpha
+        self.footprint = None  # the scene's outline in the grid CRS, when warped
         if aligned:
             self.ds = src
             self._x0, self._y0 = t.c, t.f
@@ -77,6 +81,11 @@ class _GridReader:
             width = int(round((x1 - x0) / gsd))
             height = int(round((y1 - y0) / gsd))
             self._x0, self._y0 = x0, y1
+            # The view is snapped outward to whole chips, so its extent overstates the scene.
+            self.footprint = to_grid_crs(
+                box(*src.bounds), CRS.from_wkt(src.crs.to_wkt()), grid,
+                densify_m=max(src.bounds[2] - src.bounds[0], src.bounds[3] - src.bounds[1]) / 32.0,
+            )
             kwargs = dict(
                 crs=grid.crs,
                 transform=Affine(gsd, 0, x0, 0, -gsd, y1),
@@ -159,6 +168,15 @@ class _GridReader:
         inside[r0:r1, c0:c1] = True
         return inside, (inter, r0, r1, c0, c1)
 
+    def footprint_mask(self, window: Window, out_shape: Tuple[int, int]) -> np.ndarray:
+        """Pixels of ``window`` (resampled to ``out_shape``) whose centre lies on the scene."""
+        if self.footprint is None:
+            return np.ones(out_shape, dtype=bool)
+        gsd = self.grid.gsd
+        transform = Affine(gsd * window.width / out_shape[1], 0, self._x0 + window.col_off * gsd,
+                           0, -gsd * window.height / out_shape[0], self._y0 - window.row_off * gsd)
+        return geometry_mask([self.footprint], out_shape=out_shape, transform=transform, invert=True)
+
     def close(self) -> None:
         if self.ds is not self.src:
             self.ds.close()
@@ -217,6 +235,7 @@ class SceneView:
         classes = np.full(shape, VALID, dtype=np.uint8)
         window = self._data.block_window((c_lo, c_hi), (r_lo, r_hi))
         inside, _ = self._data.placement(window, shape)
+        inside &= self._data.footprint_mask(window, shape)
         classes[~inside] = NODATA
         # The data mask needs pixel values: use it here only when overviews make it cheap.
         if self._data.src.overviews(1):

@@ -174,3 +174,21 @@ def test_warped_scene_without_nodata_marks_outside_pixels(tmp_path):
     assert inner[VALID] > 0.98
     assert beyond[NODATA] > 0.99  # the chip below the raster holds nothing
     assert CLOUD == 2 and SHADOW == 3  # class codes are part of the contract with the chips table
+
+
+def test_prefilter_sees_the_edge_of_a_warped_scene(tmp_path):
+    # Regression: the warped view is snapped outward to whole chips, and the prefilter took its
+    # extent for the scene's, so chips beyond a warped scene's edge looked fully valid (every NAIP
+    # scene for a 2 m model is warped): `plan` missed those drops and the run read them in full.
+    path = write_scene(tmp_path / "s_20240501.tif", size=(512, 640), origin=(ORIGIN[0] + 1, ORIGIN[1] - 1))
+    view = _view(path)
+    cells = [_cell(i, j) for i in range(3) for j in range(4)]
+    try:
+        assert not view.aligned
+        est = view.prefilter(cells)[:, VALID]
+        exact = np.array([class_fractions(view.read_chip(c, r).classes)[VALID] for c, r in cells])
+    finally:
+        view.close()
+    np.testing.assert_allclose(est, exact, atol=0.02)
+    assert est[cells.index(_cell(0, 2))] == pytest.approx(0.5, abs=0.02)
+    assert est[cells.index(_cell(0, 3))] == 0 and est[cells.index(_cell(2, 0))] == 0
