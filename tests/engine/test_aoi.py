@@ -148,3 +148,16 @@ def test_no_crs_with_projected_coordinates_is_refused(tmp_path):
 
 def test_geodesic_area_of_one_degree_cell_at_equator():
     assert geodesic_area_km2(box(0, 0, 1, 1)) == pytest.approx(12308.8, rel=1e-3)
+
+
+def test_a_layer_of_a_multi_layer_geopackage(tmp_path):
+    import pyogrio
+
+    path = tmp_path / "project.gpkg"
+    for layer, geom in (("roads", SQUARE), ("sites", shapely.affinity.translate(SQUARE, 5000))):
+        pyogrio.raw.write(str(path), np.array([shapely.to_wkb(geom)], dtype=object), [np.array([layer], dtype=object)],
+                          fields=["name"], crs="EPSG:32614", geometry_type="Polygon", layer=layer, driver="GPKG",
+                          append=path.exists())
+    aois, _ = read_aois(["%s|layername=sites" % path])
+    assert [a.aoi_id for a in aois] == ["sites"]  # the "name" field is an id field
+    assert aois[0].geometry.centroid.x > read_aois(["%s|layername=roads" % path])[0][0].geometry.centroid.x
