@@ -61,7 +61,7 @@ from .errors import CorruptFileError, MissingFileError, OutputError, UsageError
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so cached worlds are regenerated.
-WORLD_FORMAT = 4
+WORLD_FORMAT = 5
 
 PHASES = ("No Activity", "Site Preparation", "Active Construction", "Post Construction")
 POSITIVE_PHASES = frozenset({"Site Preparation", "Active Construction"})
@@ -1118,6 +1118,8 @@ class _DateScene:
     cloud_cell: float
     cloud_threshold: float  # inf: no cloud
     nodata: tuple[float, ...] | None  # (nx, ny, c, jag) pixel half-plane, or None
+    gain: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # per band: illumination / calibration of the date
+    haze: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # per band: path radiance added by the atmosphere
 
 
 def _date_features(layout: _Layout, when: _When) -> list[_Feature]:
@@ -1207,8 +1209,14 @@ def _prepare_date(spec: WorldSpec, layout: _Layout, k: int) -> _DateScene:
             nx_, ny_ = -nx_, -ny_
         nodata = (nx_, ny_, -(nx_ * ax + ny_ * ay), float(spec.seed * 97 + k))
     tree = shapely.STRtree(list(geoms))
+    # every acquisition has its own sun, atmosphere and calibration: brightness alone must not
+    # give change away
+    common = float(rng.normal(0, 0.035))
+    gain = tuple(float(1 + common + rng.normal(0, 0.012)) for _ in range(4))
+    haze_level = float(rng.uniform(0.0, 0.014))
+    haze = tuple(haze_level * k for k in (0.7, 0.85, 1.0, 0.25))  # Rayleigh: bluer, little in NIR
     return _DateScene(when, transform, width, height, geoms, table, tree,
-                      cloud_seed, cell, threshold, nodata)
+                      cloud_seed, cell, threshold, nodata, gain, haze)
 
 
 def _nodata_dates(spec: WorldSpec) -> set[int]:
@@ -1338,6 +1346,8 @@ def _render(scene: _DateScene, spec: WorldSpec, row0: int, nrows: int) -> tuple[
         del cloud_n, in_cloud
     rng = np.random.default_rng([spec.seed, 11, scene.when.index, row0])
     for b in range(4):
+        refl[b] *= np.float32(scene.gain[b])
+        refl[b] += np.float32(scene.haze[b])
         noise = rng.standard_normal((nrows, width), dtype=np.float32)
         refl[b] += noise * (np.float32(0.0025) + np.float32(0.008) * refl[b])
     if scene.nodata is not None:
