@@ -42,10 +42,13 @@ class GroundbreakPlugin:
         show.setCheckable(True)
         show.setChecked(True)
         self.dock.visibilityChanged.connect(show.setChecked)
-        self._action(QIcon(), "Draw AOI polygon", lambda: self._draw("polygon"), toolbar=True)
-        self._action(QIcon(), "Draw AOI rectangle", lambda: self._draw("rectangle"), toolbar=True)
-        self._action(QIcon(), "Settings…", self.show_settings)
-        self._action(QIcon(), "Set up engine…", self.setup_engine)
+        theme = QgsApplication.getThemeIcon
+        self._action(theme("/mActionCapturePolygon.svg"), "Draw AOI polygon", lambda: self._draw("polygon"),
+                     toolbar=True)
+        self._action(theme("/mActionRectangleExtent.svg"), "Draw AOI rectangle", lambda: self._draw("rectangle"),
+                     toolbar=True)
+        self._action(theme("/mActionOptions.svg"), "Settings…", self.show_settings)
+        self._action(theme("/mActionAddBasicShape.svg"), "Set up engine…", self.setup_engine)
 
     def _action(self, icon, text, slot, toolbar=False) -> QAction:
         action = QAction(icon, text, self.iface.mainWindow())

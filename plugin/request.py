@@ -16,6 +16,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 DROPPED_ENV = ("PYTHONHOME", "PYTHONPATH", "GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "GDAL_DRIVER_PATH")
 
 PLUGIN_DIR = Path(__file__).resolve().parent
+# The plugin zip carries the default model package here (an installed engine wheel has no
+# resources/ folder); the engine reads GROUNDBREAK_MODEL for its default.
+BUNDLED_MODEL = "models/groundbreak-demo"
 
 
 class RequestError(ValueError):
@@ -125,6 +128,9 @@ def clean_environment(base: Optional[Mapping[str, str]] = None) -> Dict[str, str
     for name in DROPPED_ENV:
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
+    bundled = PLUGIN_DIR / BUNDLED_MODEL
+    if "GROUNDBREAK_MODEL" not in env and (bundled / "model.json").is_file():
+        env["GROUNDBREAK_MODEL"] = str(bundled)
     return env
 
 

@@ -8,7 +8,8 @@
 The zip holds the plugin sources (``plugin/``, with its byte-identical ``protocol.py``),
 ``metadata.txt``, ``icon.png``, ``styles/`` and ``icons/`` from ``resources/``, and, unless
 ``--no-engine``, ``engine/groundbreak-<version>-py3-none-any.whl`` built from this repository with
-``pip wheel --no-deps``. "Set up engine" installs that wheel with ``torch==2.13.0`` into a new venv.
+``pip wheel --no-deps``, and the default model package (``resources/models/groundbreak-demo`` ->
+``models/groundbreak-demo``, handed to the engine as ``GROUNDBREAK_MODEL``). "Set up engine" installs that wheel with ``torch==2.13.0`` into a new venv.
 Install the zip in QGIS with Plugins > Manage and Install Plugins > Install from ZIP.
 """
 
@@ -58,6 +59,15 @@ def files_to_pack() -> list[tuple[Path, str]]:
         for path in sorted((REPO / "resources" / kind).glob("*")):
             if path.is_file() and path.suffix in (".qml", ".svg", ".png"):
                 out.append((path, "%s/%s/%s" % (PACKAGE, kind, path.name)))
+    # the default model package: an installed engine wheel has no resources/ folder, so the plugin
+    # points the engine at this copy (GROUNDBREAK_MODEL)
+    model = REPO / "resources" / "models" / "groundbreak-demo"
+    if (model / "model.json").is_file():
+        for path in sorted(model.rglob("*")):
+            if path.is_file() and not SKIP_PARTS & set(path.parts):
+                out.append((path, "%s/models/groundbreak-demo/%s" % (PACKAGE, path.relative_to(model).as_posix())))
+    else:
+        print("note: %s has no model.json; the zip carries no default model" % model, file=sys.stderr)
     license_file = REPO / "LICENSE"
     if license_file.is_file():
         out.append((license_file, "%s/LICENSE" % PACKAGE))

@@ -93,3 +93,13 @@ def test_scene_and_model_descriptions_accept_flat_and_nested_info():
                            "demo": True, "card_summary": "Demo."})
     assert "DEMO" in card and card.endswith("Demo.")
     assert "DEMO" not in describe_model({"model_id": "m", "demo": False})
+
+
+def test_bundled_model_is_handed_to_the_engine_unless_one_is_set(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "groundbreak-demo"
+    model.mkdir(parents=True)
+    monkeypatch.setattr(request, "PLUGIN_DIR", tmp_path)
+    assert "GROUNDBREAK_MODEL" not in request.clean_environment({})  # no model.json: nothing bundled
+    (model / "model.json").write_text("{}")
+    assert request.clean_environment({})["GROUNDBREAK_MODEL"] == str(model)
+    assert request.clean_environment({"GROUNDBREAK_MODEL": "/mine"})["GROUNDBREAK_MODEL"] == "/mine"
