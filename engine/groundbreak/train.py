@@ -137,6 +137,7 @@ class TrainConfig:
     cell_weight: float = 0.5
     brightness: float = 0.1  # +- relative brightness jitter
     batchnorm: str = "train"  # "train": learn BN statistics; "frozen": keep them (small fine-tunes)
+    bn_batches: int = 4  # batches that re-estimate BN statistics before each validation ("train" mode)
     threads: int = 2
 
     def validate(self) -> None:
@@ -278,12 +279,14 @@ def chip_targets(
         near = shapely.area(shapely.intersection(ign_union, boxes)) / chip_area >= MIN_POSITIVE_COVER
         target[near & (target == 0)] = -1
     if unlabelled == "ignore":
-        touched = np.zeros(n, bool) if any_union is None else shapely.intersects(any_union, boxes)
+        touched = np.zeros(n, bool) if any_union is None else \
+            shapely.area(shapely.intersection(any_union, boxes)) > 1e-6 * chip_area
         target[~touched] = -1
     # A labelled site is one place on every date, even where it straddles grid blocks.
     places = [(p.place, g) for p, g in geoms if p.place]
     for place, g in places:
-        hit = shapely.intersects(g, boxes) & (shapely.area(shapely.intersection(g, boxes)) > 0)
+        # (a sliver from reprojection rounding does not make a neighbouring chip part of the site)
+        hit = shapely.intersects(g, boxes) & (shapely.area(shapely.intersection(g, boxes)) > 1e-6 * chip_area)
         for i in np.flatnonzero(hit):
             groups[i] = "site:" + place
     return ChipTargets(target, cells, tuple(groups))
@@ -518,6 +521,8 @@ def train(
                 progress("train", epoch * steps + step + 1, total_steps,
                          {"epoch": epoch + 1, "epochs": config.epochs, "loss": running / (step + 1)})
         record = {"epoch": epoch + 1, "train_loss": running / steps, "lr": lr_at((epoch + 1) * steps - 1)}
+        if config.batchnorm == "train":
+            _recalibrate_bn(net, data, pos, negs, config, epoch)
         if len(val_idx):
             scores, vloss = _predict(net, data, val_idx)
             yv = data.y[val_idx]
@@ -576,6 +581,23 @@ def train(
     })
     return TrainResult(package, tuple(history), best["epoch"] + 1, threshold, val_metrics, summary,
                        time.perf_counter() - t_start, resumed_from)
+
+
+def _recalibrate_bn(net, data: ChipSet, pos: np.ndarray, negs: np.ndarray, config: TrainConfig, epoch: int) -> None:
+    """Re-estimate BatchNorm running statistics with the current weights before evaluating.
+
+    Running averages (momentum 0.1) mix statistics of earlier weights and lag behind after a few or
+    large steps, so eval-mode scores would not be the network that was trained. Batches are drawn as
+    in training (class-balanced, not augmented): the statistics the weights were trained under.
+    """
+    import torch
+
+    from .network import calibrate_batchnorm
+
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    batches = [torch.from_numpy(data.x[_draw(rng, pos, negs, config.batch_size, config.positive_fraction)]
+                                .astype(np.float32)) for _ in range(config.bn_batches)]
+    calibrate_batchnorm(net, lambda i: batches[i], steps=len(batches))
 
 
 def _draw(rng: np.random.Generator, pos: np.ndarray, negs: np.ndarray, n: int, frac: float) -> np.ndarray:
