@@ -110,6 +110,15 @@ def test_dock_end_to_end_with_the_real_engine(dock, demo, qtbot, tmp_path):
     labels = QgsVectorLayer(str(tmp_path / "labels.gpkg") + "|layername=labels", "labels", "ogr")
     assert labels.featureCount() == n == min(2, len(dock.review))
     assert sorted(f["label"] for f in labels.getFeatures()) == ([0, 1] if n == 2 else [1])
+    # the engine's own label reader (what `groundbreak train` uses) accepts the export
+    check = subprocess.run([str(ENGINE_PY), "-c", (
+        "import sys, json; from groundbreak.labels import read_labels; s = read_labels(sys.argv[1]); "
+        "print(json.dumps(sorted([p.value, str(p.start), p.source.endswith('labels.gpkg')] for p in s.polygons)))"),
+        str(tmp_path / "labels.gpkg")], capture_output=True, timeout=300)
+    assert check.returncode == 0, check.stderr.decode()[-2000:]
+    read_back = json.loads(check.stdout.decode().strip().splitlines()[-1])
+    assert sorted(v for v, _, _ in read_back) == sorted(f["label"] for f in labels.getFeatures())
+    assert {d for _, d, _ in read_back} <= set(demo["dates"]) and all(ok for _, _, ok in read_back)
     reopened = QgsVectorLayer(str(tmp_path / "run.gpkg") + "|layername=detections", "d", "ogr")
     assert sorted(f["review"] or "" for f in reopened.getFeatures() if f["review"]) == (
         ["confirmed", "rejected"] if n == 2 else ["confirmed"])
