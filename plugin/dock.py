@@ -76,6 +76,7 @@ class GroundbreakDock(QDockWidget):
         self._queries: List[JsonQuery] = []
         self._workdir = tempfile.mkdtemp(prefix="groundbreak-")
         self.map_tool: Optional[AoiMapTool] = None
+        self._shown_once = False
         self.aoi_band: Optional[QgsRubberBand] = None
         self._build()
 
@@ -235,6 +236,15 @@ class GroundbreakDock(QDockWidget):
             shortcut.activated.connect(slot)
             self.shortcuts.append(shortcut)
         self._update_review_buttons()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        # the model card is cheap (the engine's `model` does not load torch): show it on first view
+        if not self._shown_once:
+            self._shown_once = True
+            interpreter = self.interpreter()
+            if interpreter and os.path.exists(interpreter) and self.model_info is None:
+                self.load_model()
 
     # ---------------------------------------------------------------- helpers
     def canvas(self):

@@ -267,3 +267,11 @@ def test_temporal_filter_selects_one_date(dock, qtbot):
         expression = layer.temporalProperties().createFilterString(context, frame)
         counts[day] = sum(1 for _ in layer.getFeatures(QgsFeatureRequest(QgsExpression(expression))))
     assert counts == {"2014-07-20": 3, "2015-09-26": 3, "2016-01-01": 0}
+
+
+def test_model_card_loads_when_the_dock_is_first_shown(dock, qtbot):
+    assert dock.model_info is None
+    with qtbot.waitSignal(dock.model_finished, timeout=20000):
+        dock.show()
+    assert dock.model_info["demo"] is True and "DEMO" in dock.model_label.text()
+    dock.hide()
