@@ -8,6 +8,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from .cost import FALLBACK_CHIPS_PER_S, Cost, cost_of, remembered_throughput
+from .errors import ReadError
 from .model import ModelPackage
 from .plan import Plan
 from .scene import select_bands
@@ -48,7 +49,10 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
             if view is None:
                 scene = plan.scenes[unit.scene_index]
                 view = views[unit.scene_index] = SceneView(scene, plan.grid, select_bands(scene, model.bands))
-            fractions = view.prefilter([(c.col, c.row) for c in unit.chips])
+            try:
+                fractions = view.prefilter([(c.col, c.row) for c in unit.chips])
+            except ReadError:
+                continue  # a damaged mask block: the run decides those chips one by one
             for frac in fractions:
                 # The plan predicts with the threshold itself (the run decides borderline chips exactly).
                 if frac[0] < min_valid:

@@ -93,7 +93,13 @@ def screen_unit(
     """Cheap screening from decimated masks: (dropped records, candidates to read)."""
     if not chips:
         return [], []
-    fractions = view.prefilter([(c.col, c.row) for c in chips])
+    try:
+        fractions = view.prefilter([(c.col, c.row) for c in chips])
+    except ReadError as exc:
+        # One damaged mask tile must not fail the whole run: decide each chip on its own full
+        # read, which records the chips that really cannot be read as failed.
+        log.warning("%s: screening without the decimated masks (%s)", unit.unit_id, exc.message)
+        return [], list(chips)
     dropped: List[ChipRecord] = []
     keep: List[ChipRef] = []
     for ref, frac in zip(chips, fractions):

@@ -246,6 +246,24 @@ def test_a_corrupt_tile_fails_its_chip_only(tmp_path, model):
     assert [r[4] for r in chips_of(tmp_path / "out.gpkg")] == ["inferred"] * 12
 
 
+def test_a_corrupt_mask_tile_fails_its_chip_only(tmp_path, model):
+    # Regression: the decimated mask read covers the whole work unit, and its ReadError used to
+    # end the run (exit 1) instead of failing the one chip whose mask cannot be read.
+    path = write_scene(tmp_path / "s_20240501.tif", size=(1024, 768))
+    noise = (np.random.default_rng(0).random((768, 1024)) < 0.02).astype(np.uint8)  # incompressible
+    mask = write_mask(path, noise)
+    corrupt_tile(mask, 2, 1)
+    plan = make_inputs(tmp_path, [path], model)
+    from groundbreak.estimate import estimate
+
+    assert estimate(plan, model, min_valid=0.5, threads=1, price_per_hour=0.1).chips_planned == 12
+    result, _ = run(plan, model, tmp_path / "out.gpkg")
+    assert result.status == "partial" and result.exit_code == 3
+    assert [chip for _, chip, _ in result.failed] == ["32614_512_%d_%d" % (C0 + 2, R1 - 2)]
+    assert "_mask.tif" in result.failed[0][2]
+    assert result.stats["chips_inferred"] == 11
+
+
 def test_a_different_run_into_the_same_output_is_refused(tmp_path, model):
     plan = make_inputs(tmp_path, [screening_scene(tmp_path)], model)
     run(plan, model, tmp_path / "out.gpkg")
