@@ -275,3 +275,22 @@ def test_model_card_loads_when_the_dock_is_first_shown(dock, qtbot):
         dock.show()
     assert dock.model_info["demo"] is True and "DEMO" in dock.model_label.text()
     dock.hide()
+
+
+def test_project_rasters_become_scenes(dock, qtbot, tmp_path):
+    from osgeo import gdal, osr  # test-only: QGIS's own GDAL bindings write the fixture raster
+
+    from qgis.core import QgsRasterLayer
+
+    path = str(tmp_path / "scene_20140720.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 4, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000, 2, 0, 5207000, 0, -2))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32614)
+    ds.SetProjection(srs.ExportToWkt())
+    ds = None
+    QgsProject.instance().addMapLayer(QgsRasterLayer(path, "scene"))
+    QgsProject.instance().addMapLayer(QgsVectorLayer("Polygon?crs=EPSG:32614", "not a raster", "memory"))
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_project_rasters()
+    assert dock.scene_paths() == [path]
