@@ -50,7 +50,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from groundbreak.errors import BandMismatchError, DependencyError, ModelError, UsageError
+from groundbreak.errors import BandMismatchError, DependencyError, UsageError
 from groundbreak.model import ModelPackage
 from groundbreak.network import ChipNet, build_network, load_weights
 

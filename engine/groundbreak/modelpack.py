@@ -148,7 +148,7 @@ def write_model_package(
                 "description": "Scene values scaled by groundbreak:dtype_scaling for the scene dtype, "
                 "then z-scored per band with value_scaling. Nodata pixels are not special-cased.",
                 "value_scaling": [
-                    {"type": "z-score", "mean": float(m), "stddev": float(s)} for m, s in zip(mean, std)
+                    {"type": "z-score", "mean": float(m), "stddev": float(s)} for m, s in zip(mean, std, strict=True)
                 ],
                 "resize_type": None,
                 "pre_processing_function": {

@@ -107,7 +107,7 @@ class ChipNet(nn.Module):
         )
         stages = []
         cin = w[0]
-        for i, (cout, n) in enumerate(zip(w, spec.blocks)):
+        for i, (cout, n) in enumerate(zip(w, spec.blocks, strict=True)):
             stride = 1 if i == 0 else 2
             blocks = [BasicBlock(cin, cout, stride)] + [BasicBlock(cout, cout, 1) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))

@@ -147,6 +147,7 @@ def test_runtime_parity_with_eager(pkg, eager, chips, cache, runtime):
     assert np.corrcoef(got.scores, ref.scores)[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_auto_picks_a_runtime_within_tolerance(pkg, cache):
     p = Predictor(pkg, runtime="auto", cache_dir=cache, calibration_size=CAL)
     assert p.runtime in RUNTIMES
@@ -205,7 +206,7 @@ def test_real_calibration_chips_are_used(pkg, cache):
 
 def test_network_outputs_and_deterministic_init():
     a, b = build_network("resnet18-w8", 4, seed=5), build_network("resnet18-w8", 4, seed=5)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     c = build_network("resnet18-w8", 4, seed=6)
     assert not torch.equal(a.stem[0].weight, c.stem[0].weight)
