@@ -91,7 +91,7 @@ class Evaluation:
             km2 = float(m.sum()) * self.chip_km2
             fp = int((p & ~y & m).sum())
             out.append(DateFigures(d, len(set(scenes[m])), int(m.sum()), int((y & m).sum()), int((p & y & m).sum()),
-                                   fp, int((~p & y & m).sum()), round(km2, 4), fp / km2 if km2 else 0.0))
+                                   fp, int((~p & y & m).sum()), km2, fp / km2 if km2 else 0.0))
         return out
 
     def summary(self) -> Dict[str, object]:
