@@ -164,3 +164,34 @@ def test_detect_headless_through_qgis_process(fake_engine, tmp_path):
     assert result["results"]["STATUS"] == "ok" and result["results"]["DETECTIONS"] == 6
     layer = QgsVectorLayer(str(out), "out", "ogr")
     assert layer.isValid() and layer.featureCount() == 6
+
+
+def test_detect_inside_a_processing_model(provider, fake_engine, tmp_path):
+    """The Modeler's view: groundbreak:detect as a child algorithm of a model."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFeatureSource,
+    )
+
+    model = QgsProcessingModelAlgorithm("construction model", "tests")
+    model.addModelParameter(QgsProcessingParameterFeatureSource("aoi", "AOI"), QgsProcessingModelParameter("aoi"))
+    child = QgsProcessingModelChildAlgorithm("groundbreak:detect")
+    child.setChildId("detect")
+    child.addParameterSources("AOI", [QgsProcessingModelChildParameterSource.fromModelParameter("aoi")])
+    for name, value in (("SCENE_FILES", "a_20140720.tif"), ("ENGINE_PYTHON", fake_engine), ("MIN_VALID", 0.5),
+                        ("BATCH_SIZE", 8), ("THREADS", 2), ("PRICE_PER_HOUR", 0.1)):
+        child.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+    output = QgsProcessingModelOutput("detections", "Detections")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"detections": output})
+    model.addChildAlgorithm(child)
+    ok, errors = model.validate()
+    assert ok, errors
+    result = processing.run(model, {"aoi": aoi_layer(), "detect:detections": str(tmp_path / "model_out.gpkg")})
+    layer = QgsVectorLayer(result["detect:detections"], "out", "ogr")
+    assert layer.isValid() and layer.featureCount() == 6
