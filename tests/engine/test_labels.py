@@ -85,6 +85,7 @@ def test_unknown_smart_phase_is_an_error_naming_file_and_observation(tmp_path):
     assert smart_phase_value("Unknown, Unknown") == IGNORE
 
 
+@pytest.mark.realdata
 @pytest.mark.skipif(not os.environ.get("GROUNDBREAK_REAL_DATA"), reason="GROUNDBREAK_REAL_DATA is not set")
 def test_real_smart_site_models_read_with_all_three_outcomes():
     folder = Path(os.environ["GROUNDBREAK_REAL_DATA"]) / "smart" / "site_models"

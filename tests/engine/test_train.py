@@ -166,6 +166,7 @@ def _val_loss(net, data, idx):
     return _predict(net, data, idx)[1]
 
 
+@pytest.mark.slow
 def test_tiny_training_lowers_validation_loss_and_writes_a_package(chipset, tmp_path):
     from groundbreak.model import load_model_package
     from groundbreak.network import build_network
@@ -189,6 +190,7 @@ def test_tiny_training_lowers_validation_loss_and_writes_a_package(chipset, tmp_
     assert events.count("epoch") == 2 and events.count("train") == 6
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_gives_the_same_weights_as_an_uninterrupted_run(chipset, tmp_path):
     full = train(TINY, chipset, tmp_path / "full", checkpoint_dir=tmp_path / "ck-full")
 
@@ -208,6 +210,7 @@ def test_checkpoint_resume_gives_the_same_weights_as_an_uninterrupted_run(chipse
     assert resumed.package.sha256 == full.package.sha256
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_package_keeps_its_architecture(chipset, tmp_path):
     from groundbreak.modelpack import make_random_package
 
