@@ -528,9 +528,12 @@ class GroundbreakDock(QDockWidget):
         if layer is not None:
             self.review_layer_combo.setLayer(layer)
         stats = (state.result or {}).get("stats") or {}
+        cost = (state.result or {}).get("cost") or {}
         summary = "%s: %s detections" % (status, stats.get("detections", self.live.count))
         if stats:
             summary += ", %s chips inferred in %.1f s" % (stats.get("chips_inferred"), float(stats.get("seconds", 0)))
+        if cost.get("run_usd") is not None:
+            summary += ", cost $%.4f" % float(cost["run_usd"])
         self.stage_label.setText(summary)
         if status == "ok":
             self.progress.setValue(100)

@@ -156,13 +156,13 @@ class JsonQuery(QObject):
         self.command = ""
 
     def start(self, interpreter: str, args: List[str]) -> None:
-        import json  # noqa: F401  (parsed in _on_finished)
-
         self.command = args[0] if args else ""
         try:
             argv = request.engine_argv(interpreter, args)
         except request.RequestError as exc:
-            QTimer.singleShot(0, lambda: self._report(None, (exc.message, exc.hint)))
+            # reported from the event loop, like every other outcome, so callers connect first
+            failure = (exc.message, exc.hint)
+            QTimer.singleShot(0, lambda: self._report(None, failure))
             return
         proc = QProcess(self)
         env = QProcessEnvironment()

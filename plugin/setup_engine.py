@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple

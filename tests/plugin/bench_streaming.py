@@ -9,7 +9,6 @@ records how long each took to land in the memory layer.
 
 from __future__ import annotations
 
-import os
 import statistics
 import stat
 import sys

@@ -294,3 +294,12 @@ def test_project_rasters_become_scenes(dock, qtbot, tmp_path):
     with qtbot.waitSignal(dock.info_finished, timeout=20000):
         dock.add_project_rasters()
     assert dock.scene_paths() == [path]
+
+
+def test_scene_info_without_an_interpreter_is_reported(dock, qtbot, monkeypatch, tmp_path):
+    monkeypatch.delenv("GROUNDBREAK_ENGINE_PYTHON", raising=False)
+    monkeypatch.setattr(type(dock), "interpreter", lambda self: "")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_scenes([str(tmp_path / "a_20140720.tif")])
+    assert "(no info)" in dock.scene_list.item(0).text()
+    assert any("no engine interpreter configured" in t for t in message_texts(dock.iface, Qgis.Warning))
