@@ -150,6 +150,10 @@ def test_screening_counts_and_consistent_figures(tmp_path, model):
     assert s["aoi_km2"] == pytest.approx(2.028 * 1.516, rel=0.01)
     assert result.cost.run_usd == pytest.approx(result.cost.seconds / 3600 * result.cost.price_per_hour)
     assert s["chips_processed"] == 12 and s["chips_per_s"] > 0
+    # Everything the issue asks the summary to state is in the result.
+    assert s["km2_per_h"] > 0 and s["cpu_seconds"] > 0 and s["seconds"] > 0 and s["peak_rss_mb"] > 0
+    assert result.cost.per_km2_usd > 0 and result.cost.run_usd > 0
+    assert s["scanned_km2"] == pytest.approx(s["aoi_km2"], rel=0.01)  # one scene covering the AOI
 
 
 @pytest.mark.parametrize("min_valid, inferred", [(0.0, 12), (0.48, 7), (1.0, 5)])
