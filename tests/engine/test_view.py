@@ -192,3 +192,15 @@ def test_prefilter_sees_the_edge_of_a_warped_scene(tmp_path):
     np.testing.assert_allclose(est, exact, atol=0.02)
     assert est[cells.index(_cell(0, 2))] == pytest.approx(0.5, abs=0.02)
     assert est[cells.index(_cell(0, 3))] == 0 and est[cells.index(_cell(2, 0))] == 0
+
+
+def test_prefilter_uses_the_data_mask_when_overviews_make_it_cheap(tmp_path):
+    path = write_scene(tmp_path / "s_20240501.tif", size=(768, 512), nodata_cols=128)
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4, 8], rasterio.enums.Resampling.nearest)
+    view = _view(path)
+    try:
+        est = view.prefilter([_cell(0, 0), _cell(1, 0)])
+    finally:
+        view.close()
+    np.testing.assert_allclose(est[:, NODATA], [0.5, 0.0], atol=1 / 32)
