@@ -17,7 +17,8 @@ from groundbreak.cli import cli
 from conftest import real_data, write_aoi
 
 DATA = real_data()
-pytestmark = pytest.mark.skipif(DATA is None, reason="GROUNDBREAK_REAL_DATA is not set (path to ../shared/data)")
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(DATA is None, reason="GROUNDBREAK_REAL_DATA is not set (path to ../shared/data)")]
 
 
 def _aoi_inside(folder: Path, paths, *, keep: float = 0.5, name: str = "aoi.geojson") -> Path:
