@@ -134,6 +134,17 @@ def test_run_without_events_prints_no_stdout_and_plan_json(inputs, model):
     assert doc["cost"]["price_per_hour"] > 0
 
 
+def test_plan_events(inputs, model):
+    result = invoke(["plan", "--aoi", inputs / "aoi.geojson", "--scenes", inputs / "s_*.tif", "--model", model,
+                     "--events", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+    events = events_of(result.stdout)
+    assert [e.type for e in events][0] == "hello" and [e.type for e in events][-2:] == ["result", "done"]
+    stats = events[-2].get("stats")
+    assert stats["chips_planned"] == 18 and stats["chips_expected_inferred"] <= 18
+    assert events[-1].get("status") == "ok"
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def assert_error(result, code: int, *needles: str):
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
