@@ -123,6 +123,8 @@ class DetectionStore:
                     geometry_type="Polygon",
                     crs=crs,
                     append=tmp.exists(),
+                    # 1.3, not GDAL's default 1.4: QGIS 3.22's GDAL 3.6 warns on 1.4 files.
+                    dataset_options=None if tmp.exists() else {"VERSION": "1.3"},
                 )
             conn = sqlite3.connect(str(tmp))
             with conn:

@@ -105,7 +105,29 @@ def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optio
 
 
 def make_reporter(events: Optional[str], command: str) -> Reporter:
-    return Reporter(sys.stdout if events == "jsonl" else None, command=command)
+    if events != "jsonl":
+        return Reporter(None, command=command)
+    return Reporter(_protocol_stream(), command=command)
+
+
+def _protocol_stream():
+    """Reserve stdout for protocol lines only.
+
+    The real stdout file descriptor is duplicated for the reporter, then fd 1 (and ``sys.stdout``)
+    are pointed at stderr, so nothing else — a library's progress bar, a C library's log line —
+    can ever write into the protocol stream.
+    """
+    sys.stdout.flush()
+    try:
+        if sys.stdout.fileno() != 1:
+            return sys.stdout
+        fd = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError):  # captured stdout (tests, embedding): leave it
+        return sys.stdout
+    stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    sys.stdout = sys.stderr
+    return stream
 
 
 def install_cancel(events: Optional[str]) -> CancelToken:
