@@ -132,12 +132,14 @@ def test_threads_are_set_explicitly(pkg, cache):
 
 
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "eager"])
-def test_runtime_parity_with_eager(pkg, eager, chips, cache, runtime):
+def test_runtime_parity_with_eager(pkg, eager, chips, cache, runtime, capfd):
     try:
         p = Predictor(pkg, runtime=runtime, cache_dir=cache, calibration_size=CAL)
     except DependencyError as exc:
         pytest.skip(f"{runtime}: {exc}")
     assert p.runtime == runtime
+    # stdout carries the JSON-lines protocol: building a runtime (calibration included) prints nothing.
+    assert capfd.readouterr().out == ""
     tol = {"int8": INT8_TOLERANCE, "bf16": BF16_TOLERANCE}.get(runtime.rsplit("-", 1)[-1], FP32_TOLERANCE)
     ref, got = eager.predict(chips, "uint16"), p.predict(chips, "uint16")
     assert np.max(np.abs(got.scores - ref.scores)) <= tol
