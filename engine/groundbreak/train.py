@@ -469,8 +469,10 @@ def train(
             return config.lr * (step + 1) / warmup
         return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
+    # The epoch budget is left out, so a run can be resumed with more epochs or cut short by
+    # re-running it with fewer (the best checkpointed weights are then written as they are).
     fingerprint = hashlib.sha256(json.dumps(
-        [asdict(config), str(init), len(data), float(data.y.sum()), list(data.chip_ids[:50]),
+        [{k: v for k, v in asdict(config).items() if k not in ("epochs", "patience", "threads")}, str(init), len(data), float(data.y.sum()), list(data.chip_ids[:50]),
          list(data.scene_ids[-50:])], sort_keys=True).encode()).hexdigest()[:16]
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir.with_name(out_dir.name + ".checkpoints")
     ckpt = ckpt_dir / "last.pt"
