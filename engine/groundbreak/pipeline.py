@@ -236,6 +236,17 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
         )
     finished = store.finished_keys()
     resumed = len(finished)
+    if previous:
+        before = store.previous_scene_hashes(run_id)
+        for scene in plan.scenes:
+            old = before.get(scene.scene_id)
+            if old and scene.quick_hash and old != scene.quick_hash:
+                reporter.warning(
+                    "scene_changed",
+                    "%s changed since the earlier attempt of this run: chips already done keep their "
+                    "results, the rest (and failed chips) are read from the new file" % scene.scene_id,
+                    "pass --overwrite to redo every chip from the current files",
+                )
     todo_units: List[Tuple[WorkUnit, List[ChipRef]]] = []
     for unit in plan.units:
         scene_id = plan.scenes[unit.scene_index].scene_id

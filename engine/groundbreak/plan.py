@@ -69,7 +69,9 @@ class Plan:
         doc = {
             "grid": [self.grid.epsg, self.grid.chip_px, self.grid.gsd],
             "aois": sorted((a.aoi_id, shapely.to_wkb(a.geometry, hex=True)) for a in self.aois),
-            "scenes": [(s.scene_id, s.date.isoformat(), s.quick_hash) for s in self.scenes],
+            # Scene content hashes are provenance, not identity: a scene repaired after a failed
+            # chip must resume the same run (the pipeline warns when a scene's hash changed).
+            "scenes": [(s.scene_id, s.date.isoformat()) for s in self.scenes],
             "extra": extra,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

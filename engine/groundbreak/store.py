@@ -183,6 +183,17 @@ class DetectionStore:
     def fingerprints(self) -> List[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT fingerprint FROM runs")]
 
+    def previous_scene_hashes(self, run_id: str) -> Dict[str, str]:
+        """scene_id -> quick_hash recorded by the latest earlier attempt of ``run_id``."""
+        row = self._conn.execute(
+            "SELECT inputs FROM runs WHERE run_id=? ORDER BY attempt DESC LIMIT 1", (run_id,)
+        ).fetchone()
+        try:
+            scenes = json.loads(row[0])["scenes"] if row and row[0] else []
+            return {s["scene_id"]: s.get("quick_hash", "") for s in scenes}
+        except (ValueError, KeyError, TypeError):
+            return {}
+
     def finished_keys(self) -> Set[Tuple[str, str]]:
         """(scene_id, chip_id) of every chip already decided by an earlier attempt."""
         # Failed chips are not finished: a re-run retries them (their row is then replaced).

@@ -302,3 +302,22 @@ def test_runs_table_provenance(tmp_path, model):
     assert stats["chips_inferred"] == 6 and cost["price_per_hour"] == 1.5
     assert {"groundbreak", "rasterio", "gdal", "torch"} <= set(versions)
     assert row[10]
+
+
+def test_a_changed_scene_file_resumes_the_same_run_with_a_warning(tmp_path, model):
+    scene = screening_scene(tmp_path)
+    out = tmp_path / "out.gpkg"
+    cancel = CancelToken()
+    cancel.cancel("test: stop at once")  # the first attempt decides nothing
+    first = run_detection(make_inputs(tmp_path, [scene], model), model, out,
+                          options=RunOptions(runtime="eager"), cancel=cancel)
+    assert first.status == "cancelled"
+    with rasterio.open(scene, "r+") as dst:  # e.g. the file was repaired: its header bytes change
+        dst.update_tags(REPAIRED="yes")
+    reporter = Reporter()
+    second = run_detection(make_inputs(tmp_path, [scene], model), model, out,
+                           options=RunOptions(runtime="eager"), reporter=reporter)
+    assert second.status == "ok"
+    assert second.stats["run_id"] == first.stats["run_id"]
+    assert [w["code"] for w in reporter.warnings].count("scene_changed") == 1
+    assert second.stats["chips_planned"] == second.stats["chips_processed"]
