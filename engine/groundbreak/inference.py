@@ -211,6 +211,12 @@ class Predictor:
             self.runtime = runtime
             if runtime != "eager":
                 self.parity = self._parity(self._engine)
+                if self.parity[0] > tolerance:
+                    log.warning(
+                        "runtime %s moves scores by up to %.3f from eager fp32 (tolerance %.3f); "
+                        "runtime 'auto' would not have chosen it for this model",
+                        runtime, self.parity[0], tolerance,
+                    )
         self._setup_seconds = time.perf_counter() - t0
         self.reset_timing()
         log.info(

@@ -164,6 +164,13 @@ def test_auto_falls_back_to_eager_when_nothing_is_exact_enough(pkg, tmp_path):
     assert "outside tolerance" in p.rejected["torchscript"]
 
 
+def test_explicit_runtime_outside_tolerance_is_kept_with_a_warning(pkg, cache, caplog):
+    with caplog.at_level("WARNING", logger="groundbreak.inference"):
+        p = Predictor(pkg, runtime="torchscript", tolerance=-1.0, cache_dir=cache)
+    assert p.runtime == "torchscript"
+    assert "would not have chosen it" in caplog.text
+
+
 def test_auto_decision_is_cached(pkg, tmp_path):
     first = Predictor(pkg, runtime="auto", candidates=("torchscript",), cache_dir=tmp_path)
     assert not first.auto_cached and first.runtime == "torchscript"
