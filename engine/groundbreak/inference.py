@@ -64,6 +64,8 @@ RUNTIMES = ("eager", "torchscript", "torch-int8", "openvino", "openvino-bf16", "
 # exact, so bf16 is only reached when fp32 fails to build.
 AUTO_ORDER = ("openvino-int8", "torch-int8", "openvino", "openvino-bf16", "torchscript", "eager")
 DEFAULT_TOLERANCE = 0.02
+#: Node-name patterns of the network heads in a converted OpenVINO model (left in fp32 by int8).
+HEAD_PATTERNS = [r".*cell_head.*", r".*chip_head.*"]
 
 _PIP = {
     "openvino": "pip install 'openvino>=2024.0'",
@@ -407,9 +409,10 @@ class Predictor:
         torch.backends.quantized.engine = "x86"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FX quantisation is deprecated in favour of torchao
-            prepared = prepare_fx(
-                copy.deepcopy(self.net).eval(), get_default_qconfig_mapping("x86"), (self._example(),)
-            )
+            mapping = get_default_qconfig_mapping("x86")
+            for head in ("chip_head", "cell_head"):
+                mapping = mapping.set_module_name(head, None)  # fp32 heads, as for OpenVINO
+            prepared = prepare_fx(copy.deepcopy(self.net).eval(), mapping, (self._example(),))
             cal = self._inputs(self.calibration_size, seed=0)
             with torch.inference_mode():
                 for i in range(0, cal.shape[0], self.batch_size):
@@ -469,7 +472,12 @@ class Predictor:
         cal = self._inputs(self.calibration_size, seed=0)
         dataset = nncf.Dataset([cal[i : i + 1] for i in range(cal.shape[0])])
         with _nncf_off_stdout():
-            quantised = nncf.quantize(fp32, dataset, subset_size=cal.shape[0], fast_bias_correction=True)
+            quantised = nncf.quantize(
+                fp32, dataset, subset_size=cal.shape[0], fast_bias_correction=True,
+                # The heads are tiny; kept in fp32 they halve the score error (0.027 -> 0.014 on
+                # resnet18-w32 random weights) at no measurable speed cost.
+                ignored_scope=nncf.IgnoredScope(patterns=HEAD_PATTERNS, validate=False),
+            )  # fmt: skip
         log.info("int8 calibration on %d chips took %.1f s", cal.shape[0], time.perf_counter() - t0)
         if not self._cacheable:
             return self._openvino(quantised, "f32")
