@@ -39,7 +39,7 @@ done
 "$PY" -m groundbreak.cli.train "${args[@]}" \
   --negatives "${NAIP}20090818.tif" --negatives "${NAIP}20120731.tif" --negatives "${NAIP}20150926.tif" \
   --out "$WORK/model" --checkpoint-dir "$WORK/checkpoints" --architecture resnet18-w8 \
-  --epochs 14 --steps-per-epoch 40 --batch-size 16 --lr 3e-3 --seed 0 --val-fraction 0.15 --patience 6 \
+  --epochs 30 --steps-per-epoch 40 --batch-size 16 --lr 3e-3 --seed 0 --val-fraction 0.15 --patience 6 \
   --model-id groundbreak-demo --version 0.2.0 --demo --overwrite
 
 # Evaluation worlds: generated here (the demo world is the one `groundbreak demo` uses).

@@ -208,6 +208,10 @@ def test_checkpoint_resume_gives_the_same_weights_as_an_uninterrupted_run(chipse
     assert resumed.resumed_from_epoch == 1 and full.resumed_from_epoch == 0
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
     assert resumed.package.sha256 == full.package.sha256
+    # a finished run re-run with a smaller epoch budget trains nothing and writes the best weights again
+    cut = train(replace(TINY, epochs=1), chipset, tmp_path / "again", checkpoint_dir=tmp_path / "ck-cut")
+    assert cut.resumed_from_epoch == 2 and len(cut.history) == 2
+    assert cut.package.sha256 == full.package.sha256
 
 
 @pytest.mark.slow
