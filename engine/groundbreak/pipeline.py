@@ -25,7 +25,7 @@ from shapely.geometry import mapping
 
 from . import __version__
 from .cost import DEFAULT_PRICE_PER_HOUR, Cost, cost_of, remember_throughput
-from .errors import GroundbreakError, OutputError, ReadError, UsageError
+from .errors import DependencyError, GroundbreakError, OutputError, ReadError, UsageError
 from .grid import ChipGrid
 from .model import ModelPackage
 from .plan import ChipRef, Plan, WorkUnit
@@ -257,7 +257,14 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
     if resumed:
         reporter.stage("plan", "resuming: %d chip(s) already done, %d to go" % (resumed, total))
 
-    from .inference import Predictor  # torch is imported here, not at package import
+    try:
+        from .inference import Predictor  # torch is imported here, not at package import
+    except ImportError as exc:
+        raise DependencyError(
+            "cannot load the inference runtime: %s" % exc,
+            hint="install the CPU build of torch into the engine's environment: "
+            "pip install torch==2.13.0 (or re-run scripts/setup_engine.sh / the plugin's Set up engine)",
+        ) from None
 
     # The run's clock (and so its cost) includes loading the model: a node pays for that too.
     t0 = time.perf_counter()
@@ -297,6 +304,8 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
               "dropped_shadow": 0, "inferred": 0, "failed": 0, "detections": 0}
     timings = {"screen_s": 0.0, "read_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0, "model_load_s": 0.0}
     timings["model_load_s"] = time.perf_counter() - t0
+    reporter.stage("infer", "model ready on runtime %s (%.1f s to load)" % (
+        getattr(predictor, "runtime", options.runtime), timings["model_load_s"]))
     reporter.stage("screen", "%d chip(s) in %d work unit(s) over %d scene(s)" % (total, len(todo_units), len(plan.scenes)))
     reporter.progress("infer", 0, total, counts)
 

@@ -364,3 +364,40 @@ def test_plan_with_a_shell_expanded_glob(inputs, model):
     result = invoke(["plan", "--aoi", inputs / "aoi.geojson", "--scenes", *scenes, "--model", model, "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["scenes"] == 2
+
+
+def test_custom_sidecar_pattern_and_values(inputs, model):
+    """--mask-pattern/--mask-*-values: an SCL-like class mask under another name is used."""
+    import numpy as np
+    import rasterio
+
+    scene = inputs / "s_20240601.tif"
+    with rasterio.open(scene) as src:
+        profile = dict(src.profile, count=1, dtype="uint8", nodata=None)
+        h, w = src.height, src.width
+    mask = np.full((h, w), 4, np.uint8)  # 4: vegetation in SCL, clear
+    mask[:, : w // 2] = 9  # cloud (high probability) over the western half
+    with rasterio.open(inputs / "s_20240601.cloud.tif", "w", **profile) as dst:
+        dst.write(mask[None])
+    base = ["plan", "--aoi", inputs / "aoi.geojson", "--scenes", scene, "--model", model, "--json"]
+    without = json.loads(invoke(base).stdout)
+    assert without["expected_dropped"]["cloud"] == 0
+    result = invoke(base + ["--mask-pattern", "{stem}.cloud.tif", "--mask-cloud-values", "8,9,10"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["expected_dropped"]["cloud"] >= 2  # the western chips
+    other = invoke(base + ["--mask-pattern", "{stem}.cloud.tif", "--mask-cloud-values", "8,10"])
+    assert json.loads(other.stdout)["expected_dropped"]["cloud"] == 0  # 9 no longer means cloud
+    bad = invoke(base + ["--mask-pattern", "cloud.tif"])
+    assert bad.exit_code == 2 and "{stem}" in bad.stderr
+
+
+def test_missing_torch_is_an_error_with_the_fix(inputs, model):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from groundbreak.cli import main\n"
+            "main(sys.argv[1:])\n")
+    args = [str(a) for a in base_args(inputs, model)]
+    proc = subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, env=ENV, cwd=inputs)
+    assert proc.returncode == 1, proc.stderr
+    assert "Error: cannot load the inference runtime" in proc.stderr
+    assert "Hint: install the CPU build of torch" in proc.stderr and "torch==2.13.0" in proc.stderr
+    assert "Traceback" not in proc.stderr

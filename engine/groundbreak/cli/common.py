@@ -29,6 +29,27 @@ def _band_order(_ctx, _param, value: Optional[str]) -> Optional[Tuple[str, ...]]
     return names
 
 
+def _int_list(_ctx, _param, value: Optional[str]) -> Optional[Tuple[int, ...]]:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("give integers separated by commas, e.g. 8,9,10") from None
+
+
+def mask_rules_from(params: dict):
+    """MaskRules from the --mask-* options (None when none was given)."""
+    from ..scene import MaskRules
+
+    keys = ("mask_pattern", "mask_kind", "mask_cloud_values", "mask_shadow_values", "mask_nodata_values")
+    if all(params.get(k) is None for k in keys):
+        return None
+    return MaskRules(pattern=params.get("mask_pattern"), kind=params.get("mask_kind"),
+                     cloud_values=params.get("mask_cloud_values"), shadow_values=params.get("mask_shadow_values"),
+                     nodata_values=params.get("mask_nodata_values"))
+
+
 def input_options(func: Callable) -> Callable:
     """--aoi/--scenes/--model and friends, shared by plan and run."""
     opts = [
@@ -55,6 +76,17 @@ def input_options(func: Callable) -> Callable:
                      help="Acquisition date for a single scene whose file carries none."),
         click.option("--grid-epsg", default=None, type=int, metavar="EPSG",
                      help="Chip grid CRS (default: the UTM zone of the AOIs' centre)."),
+        click.option("--mask-pattern", default=None, metavar="PATTERN",
+                     help="Sidecar mask file name next to each scene, {stem} = scene file stem, e.g. "
+                          "'{stem}.cloud.tif' (default: {stem}_udm2.tif, {stem}_SCL.tif, {stem}_mask.tif)."),
+        click.option("--mask-kind", type=click.Choice(["classes", "udm2"]), default=None,
+                     help="How to read a --mask-pattern sidecar: one band of class values, or Planet UDM2."),
+        click.option("--mask-cloud-values", default=None, callback=_int_list, metavar="V,V",
+                     help="Class values that mean cloud (e.g. 8,9,10 for Sentinel-2 SCL)."),
+        click.option("--mask-shadow-values", default=None, callback=_int_list, metavar="V,V",
+                     help="Class values that mean cloud shadow."),
+        click.option("--mask-nodata-values", default=None, callback=_int_list, metavar="V,V",
+                     help="Class values that mean no data."),
         click.option("--events", type=click.Choice(["jsonl"]), default=None,
                      help="Stream typed JSON-lines events on stdout (for QGIS and other clients)."),
     ]
@@ -86,8 +118,8 @@ def expand_variadic(args: Sequence[str]) -> List[str]:
 
 
 def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optional[str], aoi_id_field: Optional[str],
-                band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter
-                ) -> Tuple[Plan, ModelPackage]:
+                band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter,
+                mask_rules=None) -> Tuple[Plan, ModelPackage]:
     model = load_model_package(model_path)
     reporter.stage("plan", "reading AOIs and scenes")
     aoi_list, warnings = read_aois(list(aois), id_field=aoi_id_field)
@@ -96,7 +128,7 @@ def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optio
     if date is not None and len(scenes) > 1:
         raise UsageError("--date applies to one scene, but %d were given" % len(scenes),
                          hint="put dates in file names or TIFFTAG_DATETIME, or use a STAC catalog")
-    scene_list = discover_scenes(list(scenes), band_order=band_order, date=date)
+    scene_list = discover_scenes(list(scenes), band_order=band_order, date=date, mask_rules=mask_rules)
     grid = grid_for([a.geometry for a in aoi_list], chip_px=model.chip_size, gsd=model.gsd, epsg=grid_epsg)
     plan = make_plan(aoi_list, scene_list, grid)
     for scene_id in plan.skipped_scenes:

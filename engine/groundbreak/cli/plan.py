@@ -7,7 +7,7 @@ import json
 import click
 
 from ..estimate import estimate
-from .common import input_options, load_inputs, make_reporter
+from .common import input_options, mask_rules_from, load_inputs, make_reporter
 from .summary import print_plan_summary
 
 
@@ -16,7 +16,7 @@ from .summary import print_plan_summary
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, events, as_json):
+            grid_epsg, events, as_json, **mask_options):
     """What a run would do and cost, without running the model.
 
     Reads only the AOIs, scene headers and cheap decimated masks.
@@ -29,7 +29,8 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     ctx.obj["reporter"] = reporter
     reporter.hello(None)
     plan, model = load_inputs(aois=aois, scenes=scenes, model_path=model_path, aoi_id_field=aoi_id_field,
-                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter)
+                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
+                              mask_rules=mask_rules_from(mask_options))
     from ..pipeline import band_indexes_for
 
     band_indexes_for(plan, model, reporter)  # band and resolution problems surface at plan time

@@ -10,7 +10,7 @@ import click
 
 from ..errors import PartialRunError, UsageError
 from ..pipeline import RunOptions, run_detection
-from .common import input_options, install_cancel, load_inputs, make_reporter
+from .common import input_options, mask_rules_from, install_cancel, load_inputs, make_reporter
 from .summary import print_run_summary, progress_listener
 
 
@@ -24,7 +24,7 @@ from .summary import print_run_summary, progress_listener
 @click.option("--overwrite", is_flag=True, help="Replace --out instead of resuming into it.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, events, out, batch_size, runtime, overwrite):
+            grid_epsg, events, out, batch_size, runtime, overwrite, **mask_options):
     """Detect construction activity: plan, screen, infer in batches, write a GeoPackage.
 
     Re-running the same command after an interruption resumes without redoing finished chips.
@@ -45,7 +45,8 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
 
     reporter.hello(_model_hello(model_path))
     plan, model = load_inputs(aois=aois, scenes=scenes, model_path=model_path, aoi_id_field=aoi_id_field,
-                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter)
+                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
+                              mask_rules=mask_rules_from(mask_options))
     options = RunOptions(min_valid=min_valid, batch_size=batch_size, threads=threads,
                          price_per_hour=price_per_hour, runtime=runtime, overwrite=overwrite)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
