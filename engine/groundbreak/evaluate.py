@@ -324,8 +324,12 @@ def metrics_from_reports(reports: Mapping[str, "str | Path"]) -> Dict[str, float
 
 
 def publish(src: "str | Path", out: "str | Path", reports: Mapping[str, "str | Path"], *, command: str = "",
-            overwrite: bool = True) -> object:
-    """Re-write package ``src`` as ``out`` with the evaluation ``reports`` in its metrics and card."""
+            runtime: Optional[str] = None, note: str = "", overwrite: bool = True) -> object:
+    """Re-write package ``src`` as ``out`` with the evaluation ``reports`` in its metrics and card.
+
+    ``runtime``: the package's preferred runtime (``groundbreak:runtime``), e.g. a float runtime when
+    int8 ones lose accuracy; ``note``: text added to the card before the training notes.
+    """
     from .model import load_model_package
     from .modelpack import write_model_package
     from .network import build_network, load_weights
@@ -339,7 +343,10 @@ def publish(src: "str | Path", out: "str | Path", reports: Mapping[str, "str | P
     lines = []
     if command:
         lines += [f"Reproduce: `{command}` (this package's weights and figures come from it).", ""]
-    lines += ["Evaluation (`groundbreak evaluate`, chip level, threshold %g):" % pkg.threshold, "",
+    runtimes = sorted({str(json.loads(Path(p).read_text(encoding="utf-8")).get("inputs", {}).get("runtime"))
+                       for p in reports.values()})
+    lines += ["Evaluation (`groundbreak evaluate`, chip level, threshold %g, runtime %s):"
+              % (pkg.threshold, ", ".join(runtimes)), "",
               "| data | chips | positive | precision | recall | F1 | PR-AUC | false alarms / km² / date |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, path in reports.items():
@@ -351,6 +358,8 @@ def publish(src: "str | Path", out: "str | Path", reports: Mapping[str, "str | P
                      f"{fmt(s['pr_auc']) if has_pos else 'n/a'} | "
                      f"{s['false_alarms_per_km2_per_date']['pooled']:.4f} "
                      f"({s.get('fp', 0)} false alarm(s) over {s['false_alarms_per_km2_per_date']['km2_dates']:.1f} km²-dates) |")
+    if note:
+        lines += ["", note]
     notes = "\n".join(lines) + "\n\n" + sections.get("Notes", "").strip()
     props = pkg.metadata.get("properties", {}) if isinstance(pkg.metadata, Mapping) else {}
     written = write_model_package(
@@ -358,7 +367,7 @@ def publish(src: "str | Path", out: "str | Path", reports: Mapping[str, "str | P
         card_text=notes, mean=pkg.mean, std=pkg.std, bands=pkg.bands, chip_size=pkg.chip_size, gsd=pkg.gsd,
         gsd_range=pkg.gsd_range, dtype_scaling=pkg.scaling,
         training_data=sections.get("Training data", "").strip(), metrics=metrics,
-        runtime=props.get("groundbreak:runtime", "auto") if isinstance(props, Mapping) else "auto",
+        runtime=runtime or (props.get("groundbreak:runtime", "auto") if isinstance(props, Mapping) else "auto"),
         overwrite=overwrite,
     )
     evaluation = {name: json.loads(Path(p).read_text(encoding="utf-8")) for name, p in reports.items()}
@@ -384,17 +393,18 @@ def _sections(card: str) -> Dict[str, str]:
 def _main(argv: Sequence[str]) -> int:
     if len(argv) < 3 or argv[0] != "publish":
         print("usage: python -m groundbreak.evaluate publish SRC_PACKAGE OUT_DIR NAME=report.json ... "
-              "[--command TEXT]")
+              "[--command TEXT] [--runtime NAME] [--note TEXT]")
         return 2
     args = list(argv[1:])
-    command = ""
-    if "--command" in args:
-        i = args.index("--command")
-        command = args[i + 1]
-        del args[i:i + 2]
+    opts = {"--command": "", "--runtime": None, "--note": ""}
+    for flag in opts:
+        if flag in args:
+            i = args.index(flag)
+            opts[flag] = args[i + 1]
+            del args[i:i + 2]
     src, out, *named = args
     reports = dict(item.split("=", 1) for item in named)
-    pkg = publish(src, out, reports, command=command)
+    pkg = publish(src, out, reports, command=opts["--command"], runtime=opts["--runtime"], note=opts["--note"])
     print(f"published {pkg.root} ({pkg.model_id} {pkg.version}, sha256 {pkg.sha256[:12]})")
     return 0
 
