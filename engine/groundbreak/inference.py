@@ -14,7 +14,7 @@ Runtimes (``RUNTIMES``), all fp32 unless the name says otherwise:
 - ``openvino-int8``: post-training static int8 quantisation with NNCF, calibrated on
   ``calibration_size`` chips; the quantised IR is cached per weights hash under the cache directory.
 
-``auto`` tries ``AUTO_ORDER`` (fastest first, as measured by ``bench/bench_model.py`` on a 2-core
+``auto`` (without real calibration chips: float runtimes only, see ``Predictor``) tries ``AUTO_ORDER`` (fastest first, as measured by ``bench/bench_model.py`` on a 2-core
 AVX-512 machine) and keeps the first runtime that is installed, builds, and whose outputs on a check
 batch stay within ``tolerance`` (max |Δscore|, default 0.02) of eager fp32. Cell-map differences are
 measured and reported (``Predictor.parity``) but do not decide: the map is a coarse display aid and a
@@ -205,6 +205,13 @@ class Predictor:
         self.parity: Tuple[float, float] = (0.0, 0.0)
         self.rejected: dict[str, str] = {}  # runtime -> why auto passed it over
         self.auto_cached = False  # True when auto reused a decision cached by an earlier process
+        if calibration is None:
+            # int8 ranges calibrated on synthetic chips do not cover real imagery: the default
+            # model lost all its recall on the demo world that way (scores saturate outside the
+            # calibrated range), while the synthetic parity check still passed. Without real
+            # calibration chips, auto chooses among float runtimes only; int8 stays available
+            # when asked for by name.
+            candidates = tuple(c for c in candidates if not c.endswith("int8"))
         self._candidates = tuple(c for c in candidates if c != "eager") + ("eager",)
         bad = [c for c in self._candidates if c not in RUNTIMES]
         if bad:

@@ -45,7 +45,7 @@ class RunOptions:
     batch_size: int = 32
     threads: int = 2
     price_per_hour: float = DEFAULT_PRICE_PER_HOUR
-    runtime: str = "auto"
+    runtime: Optional[str] = None  # None: the model package's choice (groundbreak:runtime)
     overwrite: bool = False
     #: Chips whose decimated-mask estimate is this far below --min-valid are dropped without
     #: reading their pixels; everything closer is decided on the full-resolution mask.

@@ -51,6 +51,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     $ groundbreak info scenes/*.tif                     # what the engine sees in your scenes
     $ groundbreak plan --aoi site.gpkg --scenes 'scenes/*.tif'
     $ groundbreak run  --aoi site.gpkg --scenes 'scenes/*.tif' --out detections.gpkg
+    $ groundbreak train --labels labels.gpkg --scenes 'scenes/*.tif' --out models/mine
+    $ groundbreak evaluate --model models/mine --labels labels.gpkg --scenes 'scenes/*.tif'
     """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
@@ -63,16 +65,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import info, model, plan, run  # noqa: F401  (each module adds its command)
+    from . import demo, evaluate, info, model, plan, run, train
 
-    for module in (info, model, plan, run):
+    for module in (demo, info, plan, run, model, train, evaluate):
         cli.add_command(module.command)
-    try:
-        from . import demo
-
-        cli.add_command(demo.command)
-    except ImportError:
-        pass
 
 
 _register()

@@ -95,7 +95,7 @@ def input_options(func: Callable) -> Callable:
     return func
 
 
-VARIADIC = ("--scenes", "--aoi")
+VARIADIC = ("--scenes", "--aoi", "--labels", "--negatives")
 
 
 def expand_variadic(args: Sequence[str]) -> List[str]:

@@ -19,8 +19,10 @@ from .summary import print_run_summary, progress_listener
 @click.option("--model", "model_path", default=None, metavar="DIR", help="Model package (default: bundled demo model).")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--runtime", default="auto", show_default=True,
-              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-int8", "torch-int8"]))
+@click.option("--runtime", default=None,
+              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-bf16", "openvino-int8",
+                                 "torch-int8"]),
+              help="Inference runtime (default: the model package's choice).")
 @click.option("--events", type=click.Choice(["jsonl"]), default=None, help="JSON-lines events on stdout.")
 @click.pass_context
 def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events):

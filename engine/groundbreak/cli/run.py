@@ -18,9 +18,11 @@ from .summary import print_run_summary, progress_listener
 @input_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output GeoPackage (resumes if it exists).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="Chips per forward pass.")
-@click.option("--runtime", default="auto", show_default=True,
-              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-int8", "torch-int8"]),
-              help="Inference runtime (auto: the fastest that matches fp32 within tolerance).")
+@click.option("--runtime", default=None,
+              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-bf16", "openvino-int8",
+                                 "torch-int8"]),
+              help="Inference runtime (default: the model package's choice, normally auto = the fastest float "
+                   "runtime that matches eager fp32 within tolerance; int8 only when named).")
 @click.option("--overwrite", is_flag=True, help="Replace --out instead of resuming into it.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
