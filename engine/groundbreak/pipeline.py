@@ -46,6 +46,7 @@ class RunOptions:
     threads: int = 2
     price_per_hour: float = DEFAULT_PRICE_PER_HOUR
     runtime: Optional[str] = None  # None: the model package's choice (groundbreak:runtime)
+    readers: int = 2  # reader threads (I/O stage)
     overwrite: bool = False
     #: Chips whose decimated-mask estimate is this far below --min-valid are dropped without
     #: reading their pixels; everything closer is decided on the full-resolution mask.
@@ -58,6 +59,8 @@ class RunOptions:
             raise UsageError("--batch-size must be between 1 and 1024 (got %s)" % self.batch_size)
         if self.threads < 1:
             raise UsageError("--threads must be at least 1 (got %s)" % self.threads)
+        if not 1 <= self.readers <= 64:
+            raise UsageError("--readers must be between 1 and 64 (got %s)" % self.readers)
         if self.price_per_hour < 0:
             raise UsageError("--price-per-hour cannot be negative")
 
@@ -287,6 +290,7 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
             "model_sha256": model.sha256, "model_demo": model.demo,
             "params": {
                 "min_valid": options.min_valid, "batch_size": options.batch_size, "threads": options.threads,
+                "readers": options.readers,
                 "price_per_hour": options.price_per_hour, "runtime": getattr(predictor, "runtime", options.runtime),
                 "grid_epsg": grid.epsg, "chip_px": grid.chip_px, "gsd": grid.gsd,
             },
@@ -419,6 +423,7 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
         "runtime": getattr(predictor, "runtime", options.runtime),
         "batch_size": options.batch_size,
         "threads": options.threads,
+        "readers": options.readers,
         "model_id": model.model_id,
         "model_demo": model.demo,
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -436,38 +441,79 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
     return RunResult(output=out, status=status, exit_code=exit_code, stats=stats, cost=cost, failed=failed)
 
 
+class _ThreadViews:
+    """One SceneView per reader thread and scene: GDAL dataset handles must not be shared
+    between threads. Each thread keeps only its current scene open."""
+
+    def __init__(self, plan: Plan, band_indexes) -> None:
+        self._plan = plan
+        self._bands = band_indexes
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: List[SceneView] = []
+
+    def get(self, scene_index: int) -> SceneView:
+        current = getattr(self._local, "current", None)
+        if current is not None and current[0] == scene_index:
+            return current[1]
+        if current is not None:
+            current[1].close()
+            with self._lock:
+                self._all.remove(current[1])
+        view = SceneView(self._plan.scenes[scene_index], self._plan.grid, self._bands[scene_index])
+        self._local.current = (scene_index, view)
+        with self._lock:
+            self._all.append(view)
+        return view
+
+    def close(self) -> None:
+        with self._lock:
+            for view in self._all:
+                view.close()
+            self._all.clear()
+
+
 def _reader(plan, band_indexes, todo_units, options, items, stop, timings, errors) -> None:
-    """Extraction stage (I/O): screening then full reads, feeding the bounded queue."""
-    views: Dict[int, SceneView] = {}
+    """Extraction stage (I/O): screening then full reads, feeding the bounded queue.
+
+    Reads run on ``options.readers`` threads (GDAL decompresses with the GIL released, so two
+    readers use two cores); results keep the plan's order, so runs stay deterministic."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    views = _ThreadViews(plan, band_indexes)
+    pool = ThreadPoolExecutor(max_workers=max(1, options.readers), thread_name_prefix="groundbreak-read")
+    chunk = max(8, 2 * options.batch_size)
+
+    def extract(args):
+        unit, ref = args
+        t = time.perf_counter()
+        item = extract_chip(views.get(unit.scene_index), ref, unit=unit, scene=plan.scenes[unit.scene_index],
+                            grid=plan.grid, min_valid=options.min_valid)
+        timings["read_s"] += time.perf_counter() - t  # summed over readers: CPU-ish seconds
+        return item
+
     try:
         for unit, pending in todo_units:
             if stop.is_set():
                 return
             scene = plan.scenes[unit.scene_index]
-            view = views.get(unit.scene_index)
-            if view is None:
-                for old in views.values():
-                    old.close()
-                views.clear()
-                view = views[unit.scene_index] = SceneView(scene, plan.grid, band_indexes[unit.scene_index])
             t = time.perf_counter()
-            dropped, keep = screen_unit(view, unit, pending, scene=scene, grid=plan.grid,
+            dropped, keep = screen_unit(views.get(unit.scene_index), unit, pending, scene=scene, grid=plan.grid,
                                         min_valid=options.min_valid, margin=options.prefilter_margin)
             timings["screen_s"] += time.perf_counter() - t
             for rec in dropped:
                 if not _put(items, rec, stop):
                     return
-            for ref in keep:
-                t = time.perf_counter()
-                item = extract_chip(view, ref, unit=unit, scene=scene, grid=plan.grid, min_valid=options.min_valid)
-                timings["read_s"] += time.perf_counter() - t
-                if not _put(items, item, stop):
-                    return
+            # Bounded chunks keep memory flat: at most ``chunk`` chips are in flight per unit.
+            for start in range(0, len(keep), chunk):
+                for item in pool.map(extract, [(unit, ref) for ref in keep[start:start + chunk]]):
+                    if not _put(items, item, stop):
+                        return
     except BaseException as exc:  # surfaced in the main thread
         errors.append(exc)
     finally:
-        for view in views.values():
-            view.close()
+        pool.shutdown(wait=True)
+        views.close()
         _put(items, None, stop)
 
 

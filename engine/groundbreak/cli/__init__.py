@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -75,4 +76,7 @@ _register()
 
 
 def main(argv: Optional[list] = None) -> None:
+    # A bounded GDAL block cache keeps a run's memory flat whatever the AOI size (GDAL's default,
+    # 5% of RAM, grows with every tile read). Set before GDAL reads anything; the user's value wins.
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
     cli.main(args=argv, prog_name="groundbreak")

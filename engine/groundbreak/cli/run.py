@@ -23,10 +23,12 @@ from .summary import print_run_summary, progress_listener
                                  "torch-int8"]),
               help="Inference runtime (default: the model package's choice, normally auto = the fastest float "
                    "runtime that matches eager fp32 within tolerance; int8 only when named).")
+@click.option("--readers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Reader threads for the I/O stage (decompression runs in parallel).")
 @click.option("--overwrite", is_flag=True, help="Replace --out instead of resuming into it.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, events, out, batch_size, runtime, overwrite, **mask_options):
+            grid_epsg, events, out, batch_size, runtime, readers, overwrite, **mask_options):
     """Detect construction activity: plan, screen, infer in batches, write a GeoPackage.
 
     Re-running the same command after an interruption resumes without redoing finished chips.
@@ -50,7 +52,8 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
                               band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
                               mask_rules=mask_rules_from(mask_options))
     options = RunOptions(min_valid=min_valid, batch_size=batch_size, threads=threads,
-                         price_per_hour=price_per_hour, runtime=runtime, overwrite=overwrite)
+                         price_per_hour=price_per_hour, runtime=runtime, readers=readers,
+                         overwrite=overwrite)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
         result = run_detection(plan, model, out_path, options=options, reporter=reporter, cancel=cancel,
