@@ -36,7 +36,7 @@ args=()
 for s in 101 102 103 104 105; do
   args+=(--labels "$CACHE/worlds/world-$s/labels.gpkg" --scenes "$CACHE/worlds/world-$s/scenes")
 done
-"$PY" -m groundbreak.cli.train "${args[@]}" \
+"$PY" -m groundbreak train "${args[@]}" \
   --negatives "${NAIP}20090818.tif" --negatives "${NAIP}20120731.tif" --negatives "${NAIP}20150926.tif" \
   --out "$WORK/model" --checkpoint-dir "$WORK/checkpoints" --architecture resnet18-w8 \
   --epochs 30 --steps-per-epoch 40 --batch-size 16 --lr 3e-3 --seed 0 --val-fraction 0.15 --patience 6 \
@@ -54,15 +54,15 @@ W9=${XDG_CACHE_HOME:-$HOME/.cache}/groundbreak/demo-world-9
 # Figures on the fp32 reference runtime; the int8 runtimes are measured too, because their
 # calibration on synthetic chips currently costs this model most of its recall.
 RT=${RT:-eager}
-"$PY" -m groundbreak.cli.evaluate --model "$WORK/model" --labels "$W7/labels.gpkg" --scenes "$W7/scenes" \
+"$PY" -m groundbreak evaluate --model "$WORK/model" --labels "$W7/labels.gpkg" --scenes "$W7/scenes" \
   --runtime "$RT" --out "$WORK/eval-demo-world-7"
-"$PY" -m groundbreak.cli.evaluate --model "$WORK/model" --labels "$W9/labels.gpkg" --scenes "$W9/scenes" \
+"$PY" -m groundbreak evaluate --model "$WORK/model" --labels "$W9/labels.gpkg" --scenes "$W9/scenes" \
   --runtime "$RT" --out "$WORK/eval-demo-world-9"
-"$PY" -m groundbreak.cli.evaluate --model "$WORK/model" --negatives "$DATA/naip" --runtime "$RT" --out "$WORK/eval-naip"
-"$PY" -m groundbreak.cli.evaluate --model "$WORK/model" --runtime "$RT" \
+"$PY" -m groundbreak evaluate --model "$WORK/model" --negatives "$DATA/naip" --runtime "$RT" --out "$WORK/eval-naip"
+"$PY" -m groundbreak evaluate --model "$WORK/model" --runtime "$RT" \
   --negatives "${NAIP}20100629.tif" --negatives "${NAIP}20140720.tif" --out "$WORK/eval-naip-heldout"
 for rt in openvino-int8 torch-int8; do
-  "$PY" -m groundbreak.cli.evaluate --model "$WORK/model" --labels "$W7/labels.gpkg" --scenes "$W7/scenes" \
+  "$PY" -m groundbreak evaluate --model "$WORK/model" --labels "$W7/labels.gpkg" --scenes "$W7/scenes" \
     --runtime "$rt" --out "$WORK/eval-demo-world-7-$rt" || true
 done
 

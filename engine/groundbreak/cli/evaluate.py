@@ -94,14 +94,3 @@ def _print_summary(ev, s) -> None:
                      "%.4f per km² per date" % (neg["false_alarms"], neg["chips"], neg["dates"],
                                                 neg["false_alarms_per_km2_per_date"]))
     click.echo("\n".join(lines), err=True)
-
-
-def main() -> None:
-    """Run this command alone (``python -m groundbreak.cli.evaluate``), e.g. before it is registered."""
-    from .train import _standalone
-
-    _standalone(command, "evaluate")
-
-
-if __name__ == "__main__":
-    main()

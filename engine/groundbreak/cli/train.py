@@ -11,7 +11,6 @@ import click
 
 from ..errors import UsageError
 
-VARIADIC = ("--labels", "--scenes", "--negatives")
 
 
 class StderrProgress:
@@ -166,46 +165,3 @@ def command(ctx, labels, scenes, negatives, out, init, epochs, steps_per_epoch, 
 def _argv_after(name: str) -> list:
     args = sys.argv[1:]
     return args[args.index(name) + 1:] if name in args else args
-
-
-def main() -> None:
-    """Run this command alone (``python -m groundbreak.cli.train``), e.g. before it is registered."""
-    _standalone(command, "train")
-
-
-def _standalone(cmd, name: str) -> None:
-    from ..errors import GroundbreakError
-
-    try:
-        cmd.main(args=expand_variadic_all(sys.argv[1:]), prog_name="groundbreak " + name, obj={},
-                 standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except GroundbreakError as exc:
-        click.echo("Error: %s" % exc.message, err=True)
-        if exc.hint:
-            click.echo("Hint: %s" % exc.hint, err=True)
-        sys.exit(exc.exit_code)
-
-
-def expand_variadic_all(args):
-    """Like the CLI's ``expand_variadic``, also for --labels and --negatives."""
-    out = []
-    current = None
-    for arg in args:
-        if arg in VARIADIC or arg in ("--aoi",):
-            current = arg
-            out.append(arg)
-            continue
-        if current is not None and not arg.startswith("-") and out and out[-1] != current:
-            out.extend([current, arg])
-            continue
-        if arg.startswith("-"):
-            current = None
-        out.append(arg)
-    return out
-
-
-if __name__ == "__main__":
-    main()
