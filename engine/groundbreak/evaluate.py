@@ -31,7 +31,7 @@ import numpy as np
 from .errors import OutputError, UsageError
 from .labels import LabelSet
 from .scene import Scene
-from .train import Progress, average_precision, chip_targets, default_cache_dir, extract_scene_chips
+from .train import LabelledTally, Progress, average_precision, default_cache_dir, labelled_chips
 
 log = logging.getLogger(__name__)
 
@@ -157,28 +157,19 @@ def evaluate(
 
         predictor = Predictor(package, threads=threads, runtime=runtime)
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    jobs = [(s, False) for s in scenes] + [(s, True) for s in negatives]
     ys: List[np.ndarray] = []
     ss: List[np.ndarray] = []
     ids: List[str] = []
     scene_ids: List[str] = []
     dates: List[str] = []
     neg: List[np.ndarray] = []
-    dropped: Dict[str, int] = {}
-    ignored = 0
     chip_km2 = package.chip_size_m ** 2 / 1e6
-    for k, (scene, is_negative) in enumerate(jobs):
-        if progress:
-            progress("evaluate", k, len(jobs), {"scene": scene.scene_id})
-        chips, grid = extract_scene_chips(scene, bands=package.bands, chip_px=package.chip_size, gsd=package.gsd,
-                                          min_valid=min_valid, cache_dir=cache_dir)
-        for reason, count in chips.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + count
-        t = chip_targets(chips, grid, labels, negative=is_negative, unlabelled=unlabelled)
-        keep = np.flatnonzero(t.chip >= 0)
-        ignored += int(len(t.chip) - len(keep))
-        if not len(keep):
-            continue
+    tally = LabelledTally()
+    for scene, is_negative, chips, grid, t, keep in labelled_chips(
+        scenes, negatives, labels, bands=package.bands, chip_px=package.chip_size, gsd=package.gsd,
+        min_valid=min_valid, unlabelled=unlabelled, cache_dir=cache_dir, progress=progress, stage="evaluate",
+        tally=tally,
+    ):
         scores = np.concatenate([
             np.asarray(predictor.predict(chips.data[keep[i:i + batch_size]], chips.dtype).scores, np.float64)
             for i in range(0, len(keep), batch_size)
@@ -190,8 +181,7 @@ def evaluate(
         scene_ids.extend([scene.scene_id] * len(keep))
         dates.extend([scene.date.isoformat()] * len(keep))
         neg.append(np.full(len(keep), is_negative))
-    if progress:
-        progress("evaluate", len(jobs), len(jobs), {})
+    dropped, ignored = tally.dropped, tally.ignored
     if not ys:
         raise UsageError("no chips to evaluate: every chip was dropped by screening or left out",
                          hint="check --min-valid and that the scenes overlap the labels")

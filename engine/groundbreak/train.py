@@ -296,6 +296,49 @@ def _block_group(grid: ChipGrid, col: int, row: int) -> str:
     return "block:%d:%d:%d" % (grid.epsg, col // PLACE_BLOCK_CHIPS, row // PLACE_BLOCK_CHIPS)
 
 
+@dataclass
+class LabelledTally:
+    """What ``labelled_chips`` left out: chips dropped by screening (by reason) and chips the labels
+    ignore (Unknown phases, or unlabelled with ``unlabelled="ignore"``)."""
+
+    dropped: Dict[str, int] = field(default_factory=dict)
+    ignored: int = 0
+
+
+def labelled_chips(
+    scenes: Sequence[Scene],
+    negatives: Sequence[Scene],
+    labels: Optional[LabelSet],
+    *,
+    bands: Sequence[str],
+    chip_px: int,
+    gsd: float,
+    min_valid: float,
+    unlabelled: str,
+    cache_dir: Optional[Path],
+    progress: Optional[Progress],
+    stage: str,
+    tally: LabelledTally,
+):
+    """Each scene's screened chips with their targets: yields (scene, is_negative, chips, grid,
+    targets, kept indexes). Shared by training and evaluation so both see exactly the same chips."""
+    jobs = [(s, False) for s in scenes] + [(s, True) for s in negatives]
+    for k, (scene, is_negative) in enumerate(jobs):
+        if progress:
+            progress(stage, k, len(jobs), {"scene": scene.scene_id})
+        chips, grid = extract_scene_chips(scene, bands=bands, chip_px=chip_px, gsd=gsd, min_valid=min_valid,
+                                          cache_dir=cache_dir)
+        for reason, count in chips.dropped.items():
+            tally.dropped[reason] = tally.dropped.get(reason, 0) + count
+        t = chip_targets(chips, grid, labels, negative=is_negative, unlabelled=unlabelled)
+        keep = np.flatnonzero(t.chip >= 0)
+        tally.ignored += int(len(t.chip) - len(keep))
+        if len(keep):
+            yield scene, is_negative, chips, grid, t, keep
+    if progress:
+        progress(stage, len(jobs), len(jobs), {})
+
+
 def build_chip_set(
     scenes: Sequence[Scene],
     labels: Optional[LabelSet],
@@ -313,7 +356,6 @@ def build_chip_set(
     progress: Optional[Progress] = None,
 ) -> ChipSet:
     """Extract, label and normalise the chips of labelled ``scenes`` and all-negative ``negatives``."""
-    jobs = [(s, False) for s in scenes] + [(s, True) for s in negatives]
     xs: List[np.ndarray] = []
     ys: List[np.ndarray] = []
     cs: List[np.ndarray] = []
@@ -322,32 +364,21 @@ def build_chip_set(
     scene_ids: List[str] = []
     dates: List[str] = []
     neg: List[np.ndarray] = []
-    dropped: Dict[str, int] = {}
-    ignored = 0
-    for k, (scene, is_negative) in enumerate(jobs):
-        if progress:
-            progress("extract", k, len(jobs), {"scene": scene.scene_id})
-        chips, grid = extract_scene_chips(scene, bands=bands, chip_px=chip_px, gsd=gsd, min_valid=min_valid,
-                                          cache_dir=cache_dir)
-        for reason, count in chips.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + count
-        t = chip_targets(chips, grid, labels, negative=is_negative, unlabelled=unlabelled)
-        keep = t.chip >= 0
-        ignored += int((~keep).sum())
-        if not keep.any():
-            continue
-        xs.append(normalise(chips.data[keep], chips.dtype, mean, std, scaling).astype(np.float16))
-        ys.append(t.chip[keep].astype(np.float32))
-        cs.append(t.cells[keep])
-        idx = np.flatnonzero(keep)
+    tally = LabelledTally()
+    for scene, is_negative, chips, grid, t, idx in labelled_chips(
+        scenes, negatives, labels, bands=bands, chip_px=chip_px, gsd=gsd, min_valid=min_valid,
+        unlabelled=unlabelled, cache_dir=cache_dir, progress=progress, stage="extract", tally=tally,
+    ):
+        xs.append(normalise(chips.data[idx], chips.dtype, mean, std, scaling).astype(np.float16))
+        ys.append(t.chip[idx].astype(np.float32))
+        cs.append(t.cells[idx])
         cids = chips.chip_ids(grid)
         groups.extend(t.groups[i] for i in idx)
         ids.extend(cids[i] for i in idx)
         scene_ids.extend([chips.scene_id] * len(idx))
         dates.extend([chips.date.isoformat()] * len(idx))
         neg.append(np.full(len(idx), is_negative))
-    if progress:
-        progress("extract", len(jobs), len(jobs), {})
+    dropped, ignored = tally.dropped, tally.ignored
     if not xs:
         raise UsageError("no usable chips: every chip was dropped by screening or left out by the labels",
                          hint="check --min-valid, that the scenes overlap the labels, and the label dates")
