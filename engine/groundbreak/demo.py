@@ -133,6 +133,7 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
     conn = sqlite3.connect(str(gpkg))
     try:
         dets = conn.execute("SELECT date, score, geom FROM detections").fetchall()
+        activity = conn.execute("SELECT date, geom FROM activity").fetchall()
     finally:
         conn.close()
     panels: List[Image.Image] = []
@@ -170,7 +171,13 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
                 t = Transformer.from_crs("EPSG:%d" % _blob_srs(blob), crs, always_xy=True)
             xs, ys = t.transform(*np.array(geom.exterior.coords).T)
             colour = (255, int(255 * (1 - min(1.0, (score - model.threshold) / max(1e-6, 1 - model.threshold)))), 0)
-            draw.line([to_px(x, y) for x, y in zip(xs, ys)], fill=colour, width=3)
+            draw.line([to_px(x, y) for x, y in zip(xs, ys)], fill=colour, width=2)
+        for date, blob in activity:
+            if date != scene.date or t is None:
+                continue
+            for part in _blob_geometry(blob).geoms:
+                xs, ys = t.transform(*np.array(part.exterior.coords).T)
+                draw.polygon([to_px(x, y) for x, y in zip(xs, ys)], outline=(255, 0, 255))
         draw.rectangle([0, 0, w, 18], fill=(0, 0, 0))
         draw.text((4, 3), "%s  (%d detections)" % (scene.date, sum(1 for d in dets if d[0] == scene.date)),
                   fill=(255, 255, 255))
@@ -184,8 +191,8 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
     for i, p in enumerate(panels):
         sheet.paste(p, ((i % cols) * pw, (i // cols) * ph))
     d = ImageDraw.Draw(sheet)
-    d.text((4, rows * ph + 5), "Groundbreak demo: detections outlined red-yellow (by score), labelled construction "
-           "in cyan. Model %s%s." % (model.model_id, " (DEMO weights)" if model.demo else ""), fill=(255, 255, 255))
+    d.text((4, rows * ph + 5), "Groundbreak demo: detected chips red-yellow (by score), active cells magenta, labelled "
+           "construction cyan. Model %s%s." % (model.model_id, " (DEMO weights)" if model.demo else ""), fill=(255, 255, 255))
     sheet.save(path)
     return path
 

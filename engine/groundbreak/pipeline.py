@@ -140,7 +140,8 @@ def infer_batch(
     prediction = predictor.predict(stacked, dtype)
     chips: List[ChipRecord] = []
     detections: List[DetectionRecord] = []
-    for ready, score in zip(batch, prediction.scores):
+    cell_maps = getattr(prediction, "cells", None)
+    for i, (ready, score) in enumerate(zip(batch, prediction.scores)):
         scene = scenes[ready.scene_index]
         wkb = shapely.to_wkb(grid.polygon(ready.ref.col, ready.ref.row))
         chips.append(ChipRecord(
@@ -149,12 +150,42 @@ def infer_batch(
             screened_by="exact", geometry_wkb=wkb, score=float(score),
         ))
         if float(score) >= model.threshold:
+            activity, n_cells = activity_footprint(grid, ready.ref.col, ready.ref.row,
+                                                 None if cell_maps is None else cell_maps[i])
             detections.append(DetectionRecord(
                 chip_id=ready.ref.chip_id, aoi_id=ready.ref.aoi_label, scene_id=scene.scene_id,
                 date=scene.date.isoformat(), score=float(score), label=model.positive_class,
                 model_id=model.model_id, geometry_wkb=wkb,
+                activity_wkb=None if activity is None else shapely.to_wkb(activity), active_cells=n_cells,
             ))
     return chips, detections, prediction.cells
+
+
+#: A cell of the coarse activity map counts as active at this probability.
+CELL_THRESHOLD = 0.5
+
+
+def activity_footprint(grid: ChipGrid, col: int, row: int, cells: Optional[np.ndarray]):
+    """The chip's active cells as one MultiPolygon in the grid CRS, and how many there are.
+
+    When no cell reaches CELL_THRESHOLD (the chip score and the map disagree), the single most
+    active cell stands for the detection, so every detection has a footprint."""
+    if cells is None or np.ndim(cells) != 2 or cells.size == 0:
+        return None, 0
+    g_rows, g_cols = cells.shape
+    cs_x = grid.size_m / g_cols
+    cs_y = grid.size_m / g_rows
+    active = np.argwhere(cells >= CELL_THRESHOLD)
+    if len(active) == 0:
+        active = np.array([np.unravel_index(int(np.argmax(cells)), cells.shape)])
+    left = col * grid.size_m
+    top = (row + 1) * grid.size_m
+    boxes = shapely.box(left + active[:, 1] * cs_x, top - (active[:, 0] + 1) * cs_y,
+                        left + (active[:, 1] + 1) * cs_x, top - active[:, 0] * cs_y)
+    union = shapely.union_all(boxes)
+    if union.geom_type == "Polygon":
+        union = shapely.MultiPolygon([union])
+    return union, int(len(active))
 
 
 def _drop_record(ref: ChipRef, scene: Scene, grid: ChipGrid, frac: np.ndarray, by: str) -> ChipRecord:

@@ -51,6 +51,19 @@ CHIP_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("run_id", "str"),
     ("detail", "str"),
 )
+#: Where inside a detected chip the model sees activity: the union of its coarse cells (16×16 of
+#: 32 m at 2 m GSD) scoring at least the cell threshold. Tighter than the 512 m chip square.
+ACTIVITY_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("chip_id", "str"),
+    ("aoi_id", "str"),
+    ("scene_id", "str"),
+    ("date", "str"),
+    ("score", "float"),
+    ("cells", "int"),
+    ("area_m2", "float"),
+    ("model_id", "str"),
+    ("run_id", "str"),
+)
 STATUSES = ("inferred", "dropped-nodata", "dropped-cloud", "dropped-shadow", "failed")
 
 
@@ -78,6 +91,9 @@ class DetectionRecord:
     label: str
     model_id: str
     geometry_wkb: bytes
+    #: MultiPolygon of the active cells (grid CRS), or None when the model has no cell map.
+    activity_wkb: Optional[bytes] = None
+    active_cells: int = 0
 
 
 class DetectionStore:
@@ -112,15 +128,17 @@ class DetectionStore:
             tmp.unlink()
         crs = "EPSG:%d" % self.epsg
         try:
-            for layer, fields in (("detections", DETECTION_FIELDS), ("chips", CHIP_FIELDS)):
+            for layer, fields, gtype in (("detections", DETECTION_FIELDS, "Polygon"),
+                                         ("chips", CHIP_FIELDS, "Polygon"),
+                                         ("activity", ACTIVITY_FIELDS, "MultiPolygon")):
                 ogr_write(
                     str(tmp),
                     np.array([], dtype=object),
-                    [np.array([], dtype=np.float64 if t == "float" else object) for _, t in fields],
+                    [np.array([], dtype={"float": np.float64, "int": np.int32}.get(t, object)) for _, t in fields],
                     fields=[n for n, _ in fields],
                     layer=layer,
                     driver="GPKG",
-                    geometry_type="Polygon",
+                    geometry_type=gtype,
                     crs=crs,
                     append=tmp.exists(),
                     # 1.3, not GDAL's default 1.4: QGIS 3.22's GDAL 3.6 warns on 1.4 files.
@@ -165,7 +183,7 @@ class DetectionStore:
                 "%s is not a readable GeoPackage: %s" % (self.path, exc),
                 hint="move it aside and run again, or pass --overwrite",
             ) from None
-        missing = {"detections", "chips", "runs"} - tables
+        missing = {"detections", "chips", "runs", "activity"} - tables
         if missing:
             raise OutputError(
                 "%s exists but is not a Groundbreak output (no %s)" % (self.path, ", ".join(sorted(missing))),
@@ -270,6 +288,26 @@ class DetectionStore:
                     for d in detections
                 ],
             )
+            self._conn.executemany(
+                "INSERT INTO activity (geom, chip_id, aoi_id, scene_id, date, score, cells, area_m2, model_id, "
+                "run_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        gpkg_blob(d.activity_wkb, srs),
+                        d.chip_id,
+                        d.aoi_id,
+                        d.scene_id,
+                        d.date,
+                        float(d.score),
+                        int(d.active_cells),
+                        float(shapely.from_wkb(d.activity_wkb).area),
+                        d.model_id,
+                        run_id,
+                    )
+                    for d in detections
+                    if d.activity_wkb is not None
+                ],
+            )
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -289,7 +327,7 @@ class DetectionStore:
         """Refresh layer extents (QGIS uses them to zoom) and feature counts."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            for table in ("detections", "chips"):
+            for table in ("detections", "chips", "activity"):
                 row = self._conn.execute(
                     "SELECT MIN(ST_MinX(geom)), MIN(ST_MinY(geom)), MAX(ST_MaxX(geom)), MAX(ST_MaxY(geom)), "
                     "COUNT(*) FROM \"%s\"" % table

@@ -321,3 +321,52 @@ def test_a_changed_scene_file_resumes_the_same_run_with_a_warning(tmp_path, mode
     assert second.stats["run_id"] == first.stats["run_id"]
     assert [w["code"] for w in reporter.warnings].count("scene_changed") == 1
     assert second.stats["chips_planned"] == second.stats["chips_processed"]
+
+
+def test_activity_footprint_is_the_union_of_active_cells():
+    from groundbreak.grid import ChipGrid
+    from groundbreak.pipeline import activity_footprint
+
+    grid = ChipGrid(epsg=32614, chip_px=256, gsd=2.0)
+    cells = np.zeros((16, 16), np.float32)
+    cells[0, 0] = 0.9  # north-west corner cell
+    cells[5:7, 8] = 0.7  # two cells, one above the other
+    geom, n = activity_footprint(grid, 10, 20, cells)
+    assert n == 3 and geom.geom_type == "MultiPolygon" and len(geom.geoms) == 2
+    assert geom.area == pytest.approx(3 * 32 * 32)
+    left, top = 10 * 512, 21 * 512
+    assert geom.covers(box(left, top - 32, left + 32, top))
+    assert geom.covers(box(left + 8 * 32, top - 7 * 32, left + 9 * 32, top - 5 * 32))
+    assert grid.polygon(10, 20).covers(geom)
+    # No cell over the threshold: the single most active cell stands for the detection.
+    quiet = np.full((16, 16), 0.1, np.float32)
+    quiet[15, 15] = 0.3
+    geom, n = activity_footprint(grid, 10, 20, quiet)
+    assert n == 1 and geom.equals(shapely_box_multi(left + 15 * 32, top - 512, left + 512, top - 15 * 32))
+
+
+def shapely_box_multi(*bounds):
+    import shapely
+
+    return shapely.MultiPolygon([box(*bounds)])
+
+
+def test_every_detection_has_its_activity_inside_its_chip(tmp_path, model):
+    import pyogrio
+    import shapely
+
+    scene = screening_scene(tmp_path)
+    out = tmp_path / "out.gpkg"
+    result = run_detection(make_inputs(tmp_path, [scene], model), model, out, options=RunOptions(runtime="eager"))
+    assert result.stats["detections"] > 0
+    info = pyogrio.read_info(out, layer="activity")
+    assert info["geometry_type"] == "MultiPolygon" and info["crs"] == "EPSG:32614"
+    conn = sqlite3.connect(out)
+    dets = {(c, s): g for c, s, g in conn.execute("SELECT chip_id, scene_id, geom FROM detections")}
+    acts = conn.execute("SELECT chip_id, scene_id, cells, area_m2, geom FROM activity").fetchall()
+    assert len(acts) == len(dets)
+    for chip_id, scene_id, cells, area, blob in acts:
+        chip = shapely.from_wkb(dets[(chip_id, scene_id)][40:])
+        act = shapely.from_wkb(blob[40:])
+        assert chip.buffer(1e-6).covers(act)
+        assert area == pytest.approx(act.area) == pytest.approx(cells * 32 * 32)
