@@ -10,6 +10,7 @@ from qgis.core import (
     QgsFeature,
     QgsField,
     QgsFields,
+    QgsFillSymbol,
     QgsGeometry,
     QgsLayerTreeGroup,
     QgsMapLayer,
@@ -64,6 +65,19 @@ def style_detections(layer: QgsVectorLayer) -> None:
     set_temporal(layer)
 
 
+def activity_layer(gpkg_path: str) -> Optional[QgsVectorLayer]:
+    """The run's ``activity`` layer (active 32 m cells inside each detected chip), outlined in
+    magenta above the detections; None for outputs that have no such layer."""
+    layer = QgsVectorLayer("%s|layername=activity" % gpkg_path, "active cells", "ogr")
+    if not layer.isValid():
+        return None
+    symbol = QgsFillSymbol.createSimple({"color": "255,0,255,40", "outline_color": "255,0,255,255",
+                                         "outline_width": "0.5"})
+    layer.renderer().setSymbol(symbol)
+    set_temporal(layer)
+    return layer
+
+
 def set_temporal(layer: QgsVectorLayer) -> None:
     """Each detection is active for its date (the GeoPackage stores dates as YYYY-MM-DD text)."""
     props = layer.temporalProperties()
@@ -87,6 +101,7 @@ class LiveDetections:
         self.run_name = run_name
         self.layers: Dict[str, QgsVectorLayer] = {}  # by CRS: AOIs in several UTM zones give several layers
         self.output_layer: Optional[QgsVectorLayer] = None
+        self.activity_layer: Optional[QgsVectorLayer] = None
         self.count = 0
         self.skipped = 0
 
@@ -146,6 +161,11 @@ class LiveDetections:
         style_detections(layer)
         self.project.addMapLayer(layer, False)
         self.group.insertLayer(0, layer)
+        activity = activity_layer(gpkg_path)
+        if activity is not None:
+            self.project.addMapLayer(activity, False)
+            self.group.insertLayer(0, activity)
+        self.activity_layer = activity
         for live in self.layers.values():
             self.project.removeMapLayer(live.id())
         self.layers.clear()

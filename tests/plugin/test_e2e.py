@@ -101,6 +101,9 @@ def test_dock_end_to_end_with_the_real_engine(dock, demo, qtbot, tmp_path):
     chips = QgsVectorLayer(str(tmp_path / "run.gpkg") + "|layername=chips", "chips", "ogr")
     assert chips.isValid() and chips.featureCount() == planned
     assert out.temporalProperties().isActive()
+    activity = dock.live.activity_layer  # the active cells inside each detected chip
+    assert activity is not None and activity.featureCount() == stats["detections"]
+    assert activity.temporalProperties().isActive()
 
     dock.start_review(out)
     dock.review_mark("confirmed")
