@@ -208,18 +208,6 @@ class SceneView:
     def aligned(self) -> bool:
         return self._data.aligned
 
-    def coverage(self, cells: Sequence[Tuple[int, int]]) -> np.ndarray:
-        """Fraction of each chip's square that lies on the scene raster (geometric, no I/O)."""
-        ds = self._data.ds
-        out = np.empty(len(cells), dtype=np.float64)
-        n = self.grid.chip_px
-        for i, (c, r) in enumerate(cells):
-            w = self._data.window(c, r)
-            x0, x1 = max(w.col_off, 0), min(w.col_off + n, ds.width)
-            y0, y1 = max(w.row_off, 0), min(w.row_off + n, ds.height)
-            out[i] = max(0, x1 - x0) * max(0, y1 - y0) / float(n * n)
-        return out
-
     def prefilter(self, cells: Sequence[Tuple[int, int]], *, factor: int = 8) -> np.ndarray:
         """Estimated class fractions (n, 4) per chip from decimated sidecar masks and scene
         coverage, without touching the data bands (unless the scene has overviews)."""
