@@ -52,7 +52,8 @@ def _cache_file() -> Path:
 
 
 def remembered_throughput(model_sha: str, threads: int) -> Optional[float]:
-    """Chips/s this machine last measured for this model and thread count (used by ``plan``)."""
+    """Inferred chips/s (end to end, reads included) this machine last measured for this model and
+    thread count (used by ``plan``)."""
     try:
         data = json.loads(_cache_file().read_text())
         return float(data["%s:%d" % (model_sha, threads)])

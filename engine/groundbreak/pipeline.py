@@ -462,8 +462,11 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
     }
     if predictor_seconds:
         stats["timings"]["model_s"] = round(float(predictor_seconds), 3)  # type: ignore[index]
-    if counts["inferred"] and timings["infer_s"] > 0:
-        remember_throughput(model.sha256, options.threads, counts["inferred"] / timings["infer_s"])
+    steady = wall - timings["model_load_s"]
+    if counts["inferred"] >= 32 and steady > 0:
+        # End to end (reads, screening and inference), so ``plan`` predicts what a run takes,
+        # not what the model alone could do; tiny runs are too noisy to remember.
+        remember_throughput(model.sha256, options.threads, counts["inferred"] / steady)
     exit_code = {"ok": 0, "cancelled": 0, "partial": 3}[status]
     store.finish_attempt(
         run_id, attempt, status=status, finished=_dt.datetime.now(_dt.timezone.utc).isoformat(),
