@@ -53,7 +53,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from groundbreak.errors import BandMismatchError, DependencyError, UsageError
+from groundbreak.errors import DependencyError, UsageError
 from groundbreak.model import ModelPackage
 from groundbreak.network import ChipNet, build_network, load_weights
 
@@ -282,24 +282,7 @@ class Predictor:
     # -- internals -----------------------------------------------------------------------------------
 
     def _check_shape(self, chips: np.ndarray) -> None:
-        p = self.package
-        if chips.ndim != 4:
-            raise UsageError(
-                f"chips must be (N, bands, H, W), got shape {chips.shape}",
-                hint="stack chips with numpy.stack; a single chip needs a leading batch axis",
-            )
-        if chips.shape[1] != len(p.bands):
-            raise BandMismatchError(
-                f"a batch with {chips.shape[1]} bands was given to model {p.model_id!r}, which expects "
-                f"{len(p.bands)} bands ({', '.join(p.bands)})",
-                hint="read the scene bands chosen by groundbreak.scene.select_bands for this model",
-            )
-        if chips.shape[2:] != (p.chip_size, p.chip_size):
-            raise UsageError(
-                f"chips are {chips.shape[2]}x{chips.shape[3]} px but model {p.model_id!r} takes "
-                f"{p.chip_size}x{p.chip_size}",
-                hint="plan the chip grid with the model's chip size",
-            )
+        self.package.check_chips(chips)
 
     def _run(self, engine: Engine, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         outs = [engine(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]

@@ -45,7 +45,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from groundbreak.errors import BandMismatchError, ModelError
+from groundbreak.errors import BandMismatchError, ModelError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +142,33 @@ class ModelPackage:
         b = (-offset * scale - mean) / std
         return a.astype(np.float32), b.astype(np.float32)
 
+    def check_chips(self, chips: np.ndarray, *, size: bool = True) -> None:
+        """A batch must be (N, bands, H, W) with this model's band count (and chip size)."""
+        if chips.ndim != 4:
+            raise UsageError(
+                f"chips must be (N, bands, H, W), got shape {chips.shape}",
+                hint="stack chips with numpy.stack; a single chip needs a leading batch axis",
+            )
+        if chips.shape[1] != len(self.bands):
+            raise BandMismatchError(
+                f"a batch with {chips.shape[1]} bands was given to model {self.model_id!r}, which expects "
+                f"{len(self.bands)} bands ({', '.join(self.bands)})",
+                hint="read the scene bands chosen by groundbreak.scene.select_bands for this model",
+            )
+        if size and chips.shape[2:] != (self.chip_size, self.chip_size):
+            raise UsageError(
+                f"chips are {chips.shape[2]}x{chips.shape[3]} px but model {self.model_id!r} takes "
+                f"{self.chip_size}x{self.chip_size}",
+                hint="plan the chip grid with the model's chip size",
+            )
+
     def preprocess(self, chips: np.ndarray, dtype: Optional[str] = None) -> np.ndarray:
         """Raw chips (N, C, H, W) of scene dtype ``dtype`` -> normalised float32 (N, C, H, W).
 
         ``dtype`` defaults to ``chips.dtype``; pass the scene's dtype when chips were already cast.
         """
         chips = np.asarray(chips)
-        if chips.ndim != 4:
-            raise ModelError(
-                f"chips must be a 4-D array (N, bands, H, W), got shape {chips.shape}",
-                hint="stack chips with numpy.stack before calling preprocess",
-            )
-        if chips.shape[1] != len(self.bands):
-            raise BandMismatchError(
-                f"chips have {chips.shape[1]} bands but model {self.model_id!r} expects "
-                f"{len(self.bands)} ({', '.join(self.bands)})",
-                hint="read the scene bands chosen by groundbreak.scene.select_bands for this model",
-            )
+        self.check_chips(chips, size=False)
         a, b = self.affine(dtype if dtype is not None else chips.dtype.name)
         out = chips.astype(np.float32, copy=True)
         out *= a[None, :, None, None]

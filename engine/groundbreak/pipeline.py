@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import psutil
@@ -25,7 +25,7 @@ from shapely.geometry import mapping
 
 from . import __version__
 from .cost import DEFAULT_PRICE_PER_HOUR, Cost, cost_of, remember_throughput
-from .errors import DependencyError, GroundbreakError, OutputError, ReadError, UsageError
+from .errors import DependencyError, OutputError, ReadError, UsageError
 from .grid import ChipGrid
 from .model import ModelPackage
 from .plan import ChipRef, Plan, WorkUnit
@@ -565,7 +565,7 @@ def _feature(d: DetectionRecord, run_id: str) -> Dict[str, object]:
     geom = shapely.from_wkb(d.geometry_wkb)
     return {
         "type": "Feature",
-        "geometry": shapely.geometry.mapping(geom),
+        "geometry": mapping(geom),
         "properties": {
             "chip_id": d.chip_id, "aoi_id": d.aoi_id, "scene_id": d.scene_id, "date": d.date,
             "score": round(d.score, 5), "label": d.label, "model_id": d.model_id, "run_id": run_id,

@@ -39,7 +39,7 @@ from shapely.geometry import box
 from .aoi import AOI
 from .errors import OutputError, UsageError
 from .grid import ChipGrid, grid_for, to_grid_crs
-from .labels import IGNORE, POSITIVE, LabelPolygon, LabelSet
+from .labels import IGNORE, POSITIVE, LabelSet
 from .plan import make_plan
 from .scene import Scene, discover_scenes, select_bands
 from .view import SceneView

@@ -268,7 +268,7 @@ def test_preprocess_unknown_dtype(pristine):
 
 
 def test_preprocess_band_mismatch(pristine):
-    with pytest.raises(BandMismatchError, match=r"3 bands .* expects 4 \(red, green, blue, nir\)"):
+    with pytest.raises(BandMismatchError, match=r"3 bands .* expects 4 bands \(red, green, blue, nir\)"):
         pristine.preprocess(np.zeros((1, 3, 2, 2), np.uint16), "uint16")
 
 

@@ -45,7 +45,6 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     out_path = Path(out).expanduser().resolve()
     if out_path.suffix.lower() != ".gpkg":
         raise UsageError("--out must be a .gpkg file (got %s)" % out, hint="e.g. --out detections.gpkg")
-    from ..model import load_model_package
 
     reporter.hello(_model_hello(model_path))
     plan, model = load_inputs(aois=aois, scenes=scenes, model_path=model_path, aoi_id_field=aoi_id_field,
