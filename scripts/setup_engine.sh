@@ -13,10 +13,19 @@ if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating the engine virtualenv at $VENV" >&2
-  if ! "$PY" -m venv "$VENV"; then
-    echo "Error: could not create $VENV" >&2
-    echo "Hint: on Debian run: apt-get install -y python3-venv" >&2
-    exit 1
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    # A fresh Debian has python3 without venv/ensurepip: install it when we may.
+    SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+    if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+      echo "== installing python3-venv (Debian)" >&2
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv python3-pip >/dev/null
+    fi
+    if ! "$PY" -m venv "$VENV"; then
+      echo "Error: could not create $VENV" >&2
+      echo "Hint: on Debian run: apt-get install -y python3-venv" >&2
+      exit 1
+    fi
   fi
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
