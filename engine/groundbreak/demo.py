@@ -25,6 +25,7 @@ from .pipeline import RunOptions, RunResult, run_detection
 from .plan import make_plan
 from .reporter import CancelToken, Reporter
 from .scene import discover_scenes
+from .store import geometry_from_blob
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def run_demo(
     out_dir: Path,
     *,
     seed: int = DEMO_SEED,
-    model_path: Optional[str] = None,
+    model: Optional[ModelPackage] = None,
     world_dir: Optional[Path] = None,
     options: RunOptions = RunOptions(),
     reporter: Optional[Reporter] = None,
@@ -60,7 +61,7 @@ def run_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     world_dir = Path(world_dir) if world_dir else default_world_dir(seed)
-    model = load_model_package(model_path)
+    model = model if model is not None else load_model_package(None)
     reporter.stage("plan", "generating (or reusing) the demo world in %s" % world_dir)
     world = generate_world(world_dir, demo_spec(seed))
     aois, warnings = read_aois([str(world.aoi)])
@@ -166,7 +167,7 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
         for date, score, blob in dets:
             if date != scene.date:
                 continue
-            geom = _blob_geometry(blob)
+            geom = geometry_from_blob(blob)
             if t is None:
                 t = Transformer.from_crs("EPSG:%d" % _blob_srs(blob), crs, always_xy=True)
             xs, ys = t.transform(*np.array(geom.exterior.coords).T)
@@ -175,7 +176,7 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
         for date, blob in activity:
             if date != scene.date or t is None:
                 continue
-            for part in _blob_geometry(blob).geoms:
+            for part in geometry_from_blob(blob).geoms:
                 xs, ys = t.transform(*np.array(part.exterior.coords).T)
                 draw.polygon([to_px(x, y) for x, y in zip(xs, ys)], outline=(255, 0, 255))
         draw.rectangle([0, 0, w, 18], fill=(0, 0, 0))
@@ -202,8 +203,3 @@ def _blob_srs(blob: bytes) -> int:
 
     return struct.unpack_from("<i", blob, 4)[0]
 
-
-def _blob_geometry(blob: bytes):
-    """Geometry of a GeoPackage blob (header, optional envelope, WKB)."""
-    env_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 0b111]
-    return shapely.from_wkb(blob[8 + env_len:])

@@ -117,10 +117,22 @@ def expand_variadic(args: Sequence[str]) -> List[str]:
     return out
 
 
-def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optional[str], aoi_id_field: Optional[str],
+def open_model(model_path: Optional[str], reporter: Reporter) -> ModelPackage:
+    """Load (and hash-check) the model package once per command, and greet the client with it.
+
+    A package that fails to load still gets a ``hello`` (with no model) before the error event."""
+    try:
+        model = load_model_package(model_path)
+    except Exception:
+        reporter.hello(None)
+        raise
+    reporter.hello(model.provenance())
+    return model
+
+
+def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model: ModelPackage, aoi_id_field: Optional[str],
                 band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter,
-                mask_rules=None) -> Tuple[Plan, ModelPackage]:
-    model = load_model_package(model_path)
+                mask_rules=None) -> Plan:
     reporter.stage("plan", "reading AOIs and scenes")
     aoi_list, warnings = read_aois(list(aois), id_field=aoi_id_field)
     for w in warnings:
@@ -133,7 +145,7 @@ def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model_path: Optio
     plan = make_plan(aoi_list, scene_list, grid)
     for scene_id in plan.skipped_scenes:
         reporter.warning("scene_outside_aoi", "scene %s does not overlap any AOI; skipped" % scene_id, "")
-    return plan, model
+    return plan
 
 
 def make_reporter(events: Optional[str], command: str) -> Reporter:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..pipeline import RunOptions
-from .common import install_cancel, make_reporter
+from .common import install_cancel, make_reporter, open_model
 from .summary import print_run_summary, progress_listener
 
 
@@ -35,17 +35,15 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     $ groundbreak demo --out-dir /tmp/gb-demo --seed 11
     """
     from ..demo import run_demo
-    from ..model import load_model_package
 
     reporter = make_reporter(events, "demo")
     ctx.obj["reporter"] = reporter
     cancel = install_cancel(events)
-    model = load_model_package(model_path)
-    reporter.hello(model.provenance())
+    model = open_model(model_path, reporter)
     options = RunOptions(threads=threads, batch_size=batch_size, runtime=runtime)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
-        result = run_demo(Path(out_dir).resolve(), seed=seed, model_path=model_path, options=options,
+        result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=options,
                           reporter=reporter, cancel=cancel)
     reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)}, 
                     {**result.run.stats, "truth": result.truth}, result.run.cost.to_dict())

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..estimate import estimate
-from .common import input_options, mask_rules_from, load_inputs, make_reporter
+from .common import input_options, open_model, mask_rules_from, load_inputs, make_reporter
 from .summary import print_plan_summary
 
 
@@ -27,8 +27,8 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     """
     reporter = make_reporter(events, "plan")
     ctx.obj["reporter"] = reporter
-    reporter.hello(None)
-    plan, model = load_inputs(aois=aois, scenes=scenes, model_path=model_path, aoi_id_field=aoi_id_field,
+    model = open_model(model_path, reporter)
+    plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
                               band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
                               mask_rules=mask_rules_from(mask_options))
     from ..pipeline import band_indexes_for

@@ -10,7 +10,7 @@ import click
 
 from ..errors import PartialRunError, UsageError
 from ..pipeline import RunOptions, run_detection
-from .common import input_options, mask_rules_from, install_cancel, load_inputs, make_reporter
+from .common import input_options, open_model, mask_rules_from, install_cancel, load_inputs, make_reporter
 from .summary import print_run_summary, progress_listener
 
 
@@ -46,8 +46,8 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     if out_path.suffix.lower() != ".gpkg":
         raise UsageError("--out must be a .gpkg file (got %s)" % out, hint="e.g. --out detections.gpkg")
 
-    reporter.hello(_model_hello(model_path))
-    plan, model = load_inputs(aois=aois, scenes=scenes, model_path=model_path, aoi_id_field=aoi_id_field,
+    model = open_model(model_path, reporter)
+    plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
                               band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
                               mask_rules=mask_rules_from(mask_options))
     options = RunOptions(min_valid=min_valid, batch_size=batch_size, threads=threads,
@@ -73,12 +73,3 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
         click.echo("Error: %s\nHint: %s" % (err.message, err.hint), err=True)
     reporter.done(result.status, result.exit_code)
     ctx.exit(result.exit_code)
-
-
-def _model_hello(model_path):
-    from ..model import load_model_package
-
-    try:
-        return load_model_package(model_path).provenance()
-    except Exception:  # reported properly by load_inputs
-        return None
