@@ -388,18 +388,21 @@ def _st_is_empty(blob: Optional[bytes]) -> Optional[int]:
     return 1 if (blob[3] & 0b00010000) else 0
 
 
+def geometry_from_blob(blob: bytes):
+    """The shapely geometry of a GeoPackage blob (header, optional envelope, WKB)."""
+    env_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 0b111]
+    return shapely.from_wkb(blob[8 + env_len:])
+
+
 def _envelope_getter(index: int):
     def _get(blob: Optional[bytes]) -> Optional[float]:
-        if blob is None or len(blob) < 40 or ((blob[3] >> 1) & 0b111) == 0:
-            if blob is None:
-                return None
-            # No envelope in the header: compute it from the WKB.
-            flags = blob[3]
-            env_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(flags >> 1) & 0b111]
-            geom = shapely.from_wkb(blob[8 + env_len:])
-            minx, miny, maxx, maxy = geom.bounds
-            return (minx, maxx, miny, maxy)[index]
-        return struct.unpack_from("<4d", blob, 8)[index]
+        if blob is None:
+            return None
+        if len(blob) >= 40 and (blob[3] >> 1) & 0b111:
+            return struct.unpack_from("<4d", blob, 8)[index]
+        # No envelope in the header: compute it from the WKB.
+        minx, miny, maxx, maxy = geometry_from_blob(blob).bounds
+        return (minx, maxx, miny, maxy)[index]
 
     return _get
 
