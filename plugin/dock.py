@@ -46,7 +46,7 @@ from .engine_process import EngineProcess, JsonQuery
 from .live_layer import LiveDetections
 from .review import CONFIRMED, REJECTED, ReviewError, ReviewSession, export_labels
 from .stream import overall_percent, valid_features
-from .summary import describe_model, describe_plan, describe_scene
+from .summary import describe_model, describe_plan, describe_scene, usd
 
 SCENE_EXTENSIONS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF", "*.jp2", "*.vrt", "*.img")
 
@@ -533,7 +533,7 @@ class GroundbreakDock(QDockWidget):
         if stats:
             summary += ", %s chips inferred in %.1f s" % (stats.get("chips_inferred"), float(stats.get("seconds", 0)))
         if cost.get("run_usd") is not None:
-            summary += ", cost $%.4f" % float(cost["run_usd"])
+            summary += ", cost %s" % usd(cost["run_usd"])
         self.stage_label.setText(summary)
         if status == "ok":
             self.progress.setValue(100)

@@ -41,11 +41,21 @@ def describe_plan(result: dict) -> str:
     cost = result.get("cost") or {}
     dropped = stats.get("expected_dropped") or {}
     return ("%d chips over %.2f km²; expected drops: %d nodata, %d cloud, %d shadow; %d to infer; "
-            "about %s; cost $%.4f at $%.2f/h ($%.5f per km²)") % (
+            "about %s; cost %s at $%.2f/h (%s per km²)") % (
         int(stats.get("chips_planned", 0)), float(stats.get("aoi_km2", 0)), int(dropped.get("nodata", 0)),
         int(dropped.get("cloud", 0)), int(dropped.get("shadow", 0)), int(stats.get("chips_expected_inferred", 0)),
-        _duration(float(stats.get("expected_seconds", 0))), float(cost.get("run_usd", 0)),
-        float(cost.get("price_per_hour", 0)), float(cost.get("per_km2_usd", 0)))
+        _duration(float(stats.get("expected_seconds", 0))), usd(cost.get("run_usd")),
+        float(cost.get("price_per_hour", 0)), usd(cost.get("per_km2_usd")))
+
+
+def usd(value) -> str:
+    """Dollars with enough digits to be non-zero: small runs cost fractions of a cent."""
+    if value is None:
+        return "n/a"
+    value = float(value)
+    if value == 0 or value >= 0.01:
+        return "$%.2f" % value
+    return "$%.2g" % value
 
 
 def _duration(seconds: float) -> str:

@@ -131,3 +131,10 @@ def test_recordings_from_the_real_engine_parse_cleanly(path):
 
 def test_real_recordings_are_present():
     assert {p.name for p in REAL} == {"real_plan.jsonl", "real_run_ok.jsonl", "real_run_cancelled.jsonl"}
+
+
+def test_usd_keeps_small_costs_visible():
+    from plugin.summary import usd
+
+    assert usd(0.000258) == "$0.00026"
+    assert usd(1.5) == "$1.50" and usd(0) == "$0.00" and usd(None) == "n/a"
