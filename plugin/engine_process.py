@@ -20,6 +20,16 @@ TERMINATE_AFTER_MS = 20000
 KILL_AFTER_MS = 5000
 
 
+
+def engine_qprocess(parent) -> QProcess:
+    """A QProcess with the engine's clean environment (no QGIS PYTHONHOME, GDAL_DATA, PROJ_LIB …)."""
+    proc = QProcess(parent)
+    env = QProcessEnvironment()
+    for key, value in request.clean_environment().items():
+        env.insert(key, value)
+    proc.setProcessEnvironment(env)
+    return proc
+
 class EngineProcess(QObject):
     """Runs one engine command; emits each protocol event and a final (status, state)."""
 
@@ -57,11 +67,7 @@ class EngineProcess(QObject):
 
     def start(self, interpreter: str, args: List[str]) -> None:
         argv = request.engine_argv(interpreter, args)
-        proc = QProcess(self)
-        env = QProcessEnvironment()
-        for key, value in request.clean_environment().items():
-            env.insert(key, value)
-        proc.setProcessEnvironment(env)
+        proc = engine_qprocess(self)
         proc.readyReadStandardOutput.connect(self._read_stdout)
         proc.readyReadStandardError.connect(self._read_stderr)
         proc.finished.connect(self._on_finished)
@@ -164,11 +170,7 @@ class JsonQuery(QObject):
             failure = (exc.message, exc.hint)
             QTimer.singleShot(0, lambda: self._report(None, failure))
             return
-        proc = QProcess(self)
-        env = QProcessEnvironment()
-        for key, value in request.clean_environment().items():
-            env.insert(key, value)
-        proc.setProcessEnvironment(env)
+        proc = engine_qprocess(self)
         proc.finished.connect(self._on_finished)
         proc.errorOccurred.connect(self._on_error)
         self.process = proc
