@@ -135,12 +135,7 @@ class ModelPackage:
                 hint=f"convert the imagery to one of those dtypes, or add {key!r} to "
                 f"groundbreak:dtype_scaling in {self.root / MODEL_JSON}",
             )
-        offset, scale = self.scaling[key]
-        mean = np.asarray(self.mean, dtype=np.float64)
-        std = np.asarray(self.std, dtype=np.float64)
-        a = scale / std
-        b = (-offset * scale - mean) / std
-        return a.astype(np.float32), b.astype(np.float32)
+        return scaling_affine(self.scaling[key], self.mean, self.std)
 
     def check_chips(self, chips: np.ndarray, *, size: bool = True) -> None:
         """A batch must be (N, bands, H, W) with this model's band count (and chip size)."""
@@ -170,10 +165,26 @@ class ModelPackage:
         chips = np.asarray(chips)
         self.check_chips(chips, size=False)
         a, b = self.affine(dtype if dtype is not None else chips.dtype.name)
-        out = chips.astype(np.float32, copy=True)
-        out *= a[None, :, None, None]
-        out += b[None, :, None, None]
-        return out
+        return apply_affine(chips, a, b)
+
+
+def scaling_affine(offset_scale: Tuple[float, float], mean: Sequence[float], std: Sequence[float]
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-band ``(a, b)`` so that ``x * a + b`` scales raw values by dtype, then z-scores them.
+    The one definition of the network's input, shared by inference and training."""
+    offset, scale = offset_scale
+    mean64 = np.asarray(mean, dtype=np.float64)
+    std64 = np.asarray(std, dtype=np.float64)
+    a = scale / std64
+    b = (-offset * scale - mean64) / std64
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def apply_affine(chips: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = chips.astype(np.float32, copy=True)
+    out *= a[None, :, None, None]
+    out += b[None, :, None, None]
+    return out
 
 
 def default_model_path() -> Path:

@@ -392,10 +392,9 @@ def normalise(data: np.ndarray, dtype: str, mean: Sequence[float], std: Sequence
     if dtype not in scaling:
         raise UsageError(f"no value scaling for scene dtype {dtype!r} (known: {', '.join(sorted(scaling))})",
                          hint="convert the imagery to uint8, uint16 or float32")
-    offset, scale = scaling[dtype]
-    m = np.asarray(mean, np.float32)[None, :, None, None]
-    sd = np.asarray(std, np.float32)[None, :, None, None]
-    return ((data.astype(np.float32) - offset) * np.float32(scale) - m) / sd
+    from .model import apply_affine, scaling_affine
+
+    return apply_affine(data, *scaling_affine(scaling[dtype], mean, std))
 
 
 # -- the held-out split --------------------------------------------------------------------------------
