@@ -249,6 +249,7 @@ def run_detection(
     grid = plan.grid
     band_indexes = band_indexes_for(plan, model, reporter)
 
+    _predictor_class()  # a missing torch fails here, before --overwrite removes anything
     if options.overwrite and out.exists():
         out.unlink()
     store = DetectionStore(out, epsg=grid.epsg)
@@ -291,14 +292,7 @@ def _run(plan, model, out, store, band_indexes, options, reporter, cancel, comma
     if resumed:
         reporter.stage("plan", "resuming: %d chip(s) already done, %d to go" % (resumed, total))
 
-    try:
-        from .inference import Predictor  # torch is imported here, not at package import
-    except ImportError as exc:
-        raise DependencyError(
-            "cannot load the inference runtime: %s" % exc,
-            hint="install the CPU build of torch into the engine's environment: "
-            "pip install torch==2.13.0 (or re-run scripts/setup_engine.sh / the plugin's Set up engine)",
-        ) from None
+    Predictor = _predictor_class()
 
     # The run's clock (and so its cost) includes loading the model: a node pays for that too.
     t0 = time.perf_counter()
@@ -505,6 +499,18 @@ class _ThreadViews:
             for view in self._all:
                 view.close()
             self._all.clear()
+
+
+def _predictor_class():
+    try:
+        from .inference import Predictor  # torch is imported here, not at package import
+    except ImportError as exc:
+        raise DependencyError(
+            "cannot load the inference runtime: %s" % exc,
+            hint="install the CPU build of torch into the engine's environment: "
+            "pip install torch==2.13.0 (or re-run scripts/setup_engine.sh / the plugin's Set up engine)",
+        ) from None
+    return Predictor
 
 
 def _reader(plan, band_indexes, todo_units, options, items, stop, timings, errors) -> None:

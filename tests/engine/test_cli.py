@@ -401,3 +401,9 @@ def test_missing_torch_is_an_error_with_the_fix(inputs, model):
     assert "Error: cannot load the inference runtime" in proc.stderr
     assert "Hint: install the CPU build of torch" in proc.stderr and "torch==2.13.0" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # With --overwrite, an earlier output survives a run that cannot start.
+    out = inputs / "out.gpkg"
+    out.write_bytes(b"earlier results")
+    proc = subprocess.run([PY, "-c", code, *args, "--overwrite"], capture_output=True, text=True, env=ENV,
+                          cwd=inputs)
+    assert proc.returncode == 1 and out.read_bytes() == b"earlier results"
