@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict
 
-import numpy as np
 
 from .cost import FALLBACK_CHIPS_PER_S, Cost, cost_of, remembered_throughput
 from .errors import ReadError
+from .masks import DropRule, Screening
+from .names import DROP_REASONS
 from .model import ModelPackage
 from .plan import Plan
 from .scene import select_bands
@@ -39,9 +40,10 @@ class Estimate:
 
 
 def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int, price_per_hour: float,
-             margin: float = 0.15) -> Estimate:
+             margin: float = DropRule().prefilter_margin) -> Estimate:
     """Screen every unit with the cheap decimated masks (no pixel data is read)."""
-    dropped = {"nodata": 0, "cloud": 0, "shadow": 0}
+    rule = DropRule(min_valid, margin)
+    dropped = {reason: 0 for reason in DROP_REASONS}
     views: Dict[int, SceneView] = {}
     try:
         for unit in plan.units:
@@ -54,10 +56,10 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
             except ReadError:
                 continue  # a damaged mask block: the run decides those chips one by one
             for frac in fractions:
-                # The plan predicts with the threshold itself (the run decides borderline chips exactly).
-                if frac[0] < min_valid:
-                    reason = ("nodata", "cloud", "shadow")[int(np.argmax(frac[1:]))]
-                    dropped[reason] += 1
+                # The plan forecasts with the threshold itself (the run decides borderline chips exactly).
+                status = rule.decide(frac, Screening.ESTIMATE)
+                if status is not None:
+                    dropped[status.value.split("-", 1)[1]] += 1
     finally:
         for view in views.values():
             view.close()

@@ -30,14 +30,13 @@ from .grid import ChipGrid
 from .model import ModelPackage
 from .plan import ChipRef, Plan, WorkUnit
 from .reporter import CancelToken, Reporter
-from .scene import CLASS_NAMES, Scene, select_bands
+from .masks import DropRule, Screening, class_fractions, describe_fractions
+from .names import ChipStatus
+from .scene import Scene, select_bands
 from .store import ChipRecord, DetectionRecord, DetectionStore
-from .view import SceneView, class_fractions
+from .view import SceneView
 
 log = logging.getLogger(__name__)
-
-DROP_STATUS = {1: "dropped-nodata", 2: "dropped-cloud", 3: "dropped-shadow"}
-
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -103,11 +102,13 @@ def screen_unit(
         # read, which records the chips that really cannot be read as failed.
         log.warning("%s: screening without the decimated masks (%s)", unit.unit_id, exc.message)
         return [], list(chips)
+    rule = DropRule(min_valid, margin)
     dropped: List[ChipRecord] = []
     keep: List[ChipRef] = []
     for ref, frac in zip(chips, fractions):
-        if frac[0] < min_valid - margin:
-            dropped.append(_drop_record(ref, scene, grid, frac, "prefilter"))
+        status = rule.decide(frac, Screening.PREFILTER)
+        if status is not None:
+            dropped.append(_drop_record(ref, scene, grid, frac, status, Screening.PREFILTER))
         else:
             keep.append(ref)
     return dropped, keep
@@ -126,8 +127,9 @@ def extract_chip(
             geometry_wkb=shapely.to_wkb(grid.polygon(ref.col, ref.row)), detail=str(exc),
         )
     frac = class_fractions(pixels.classes)
-    if frac[0] < min_valid:
-        return _drop_record(ref, scene, grid, frac, "exact")
+    status = DropRule(min_valid).decide(frac, Screening.EXACT)
+    if status is not None:
+        return _drop_record(ref, scene, grid, frac, status, Screening.EXACT)
     return ReadyChip(unit.unit_id, unit.scene_index, ref, pixels.data, float(frac[0]))
 
 
@@ -188,13 +190,12 @@ def activity_footprint(grid: ChipGrid, col: int, row: int, cells: Optional[np.nd
     return union, int(len(active))
 
 
-def _drop_record(ref: ChipRef, scene: Scene, grid: ChipGrid, frac: np.ndarray, by: str) -> ChipRecord:
-    reason = int(np.argmax(frac[1:])) + 1
-    detail = ", ".join("%s %.0f%%" % (CLASS_NAMES[i], 100 * frac[i]) for i in range(1, 4) if frac[i] > 0)
+def _drop_record(ref: ChipRef, scene: Scene, grid: ChipGrid, frac: np.ndarray, status: ChipStatus,
+                 by: Screening) -> ChipRecord:
     return ChipRecord(
         chip_id=ref.chip_id, aoi_id=ref.aoi_label, scene_id=scene.scene_id, date=scene.date.isoformat(),
-        status=DROP_STATUS[reason], valid_fraction=float(frac[0]), screened_by=by,
-        geometry_wkb=shapely.to_wkb(grid.polygon(ref.col, ref.row)), detail=detail,
+        status=status.value, valid_fraction=float(frac[0]), screened_by=by.value,
+        geometry_wkb=shapely.to_wkb(grid.polygon(ref.col, ref.row)), detail=describe_fractions(frac),
     )
 
 

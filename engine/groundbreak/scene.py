@@ -50,12 +50,15 @@ from groundbreak.errors import (
     MissingFileError,
     UsageError,
 )
+from groundbreak.masks import (
+    DATA_MASK_VALUES,
+    GROUNDBREAK_MASK_VALUES,
+    SCL_MASK_VALUES,
+    MaskRules,
+    MaskSource,
+)
 
 log = logging.getLogger(__name__)
-
-#: Pixel classes every mask source decodes into (uint8). Screening counts drops by these.
-VALID, NODATA, CLOUD, SHADOW = 0, 1, 2, 3
-CLASS_NAMES = {VALID: "valid", NODATA: "nodata", CLOUD: "cloud", SHADOW: "shadow"}
 
 #: Band roles a scene band can have ("" = unknown / not used as data).
 BAND_ROLES = ("red", "green", "blue", "nir", "alpha")
@@ -65,64 +68,7 @@ STAC_SUFFIXES = (".json", ".geojson")
 # Files GDAL writes next to rasters; never scenes.
 _AUXILIARY_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".xml", ".txt", ".md")
 
-# Groundbreak's own class-mask convention and Sentinel-2 SCL, as (cloud, shadow, nodata) values.
-GROUNDBREAK_MASK_VALUES = {"cloud_values": (1,), "shadow_values": (2,), "nodata_values": (255,)}
-SCL_MASK_VALUES = {"cloud_values": (8, 9, 10, 11), "shadow_values": (2, 3), "nodata_values": (0, 1)}
-# STAC "data-mask" assets mark valid data with non-zero values.
-DATA_MASK_VALUES = {"cloud_values": (), "shadow_values": (), "nodata_values": (0,)}
-
 _MIB = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class MaskSource:
-    """A sidecar quality mask for a scene.
-
-    kind:
-      - ``"udm2"``: Planet UDM2 8-band mask (1 clear, 2 snow, 3 shadow, 4 light haze, 5 heavy haze,
-        6 cloud, 7 confidence, 8 legacy UDM). Shadow band -> SHADOW, heavy haze/cloud/snow -> CLOUD,
-        legacy UDM bit 0 (blackfill) -> NODATA; light haze stays valid.
-      - ``"classes"``: one band of class values (e.g. Sentinel-2 SCL or a 0/1 cloud mask);
-        ``cloud_values``/``shadow_values``/``nodata_values`` map values to classes, others are valid.
-    """
-
-    path: str
-    kind: str
-    band: int = 1
-    cloud_values: Tuple[int, ...] = ()
-    shadow_values: Tuple[int, ...] = ()
-    nodata_values: Tuple[int, ...] = ()
-    origin: str = ""  # how it was found: "filename-pattern", "stac-asset", "explicit"
-
-
-@dataclass(frozen=True, slots=True)
-class MaskRules:
-    """How to find and read sidecar masks (the CLI's ``--mask-pattern`` and value options).
-
-    ``pattern`` is a file name next to the scene with ``{stem}`` for the scene's file stem, e.g.
-    ``"{stem}.cloud.tif"``; it replaces the built-in patterns. ``kind`` is ``"classes"`` (default
-    for a custom pattern) or ``"udm2"``. Value tuples left as None keep the kind's defaults
-    (Groundbreak's convention for a custom pattern; SCL values for ``*_SCL.tif``).
-    """
-
-    pattern: Optional[str] = None
-    kind: Optional[str] = None
-    cloud_values: Optional[Tuple[int, ...]] = None
-    shadow_values: Optional[Tuple[int, ...]] = None
-    nodata_values: Optional[Tuple[int, ...]] = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in (None, "classes", "udm2"):
-            raise UsageError(
-                f"unknown mask kind {self.kind!r}",
-                hint="use 'classes' (one band of class values) or 'udm2' (Planet UDM2)",
-            )
-        if self.pattern is not None and "{stem}" not in self.pattern:
-            raise UsageError(
-                f"mask pattern {self.pattern!r} has no '{{stem}}' placeholder",
-                hint="write the sidecar name with {stem} for the scene's file name without "
-                "extension, e.g. '{stem}.cloud.tif'",
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,56 +515,6 @@ def _mask_from_explicit(mask: Union[str, os.PathLike, MaskSource], rules: Option
     else:
         kind, defaults = "classes", GROUNDBREAK_MASK_VALUES
     return _with_values(path, kind, defaults, rules, "explicit")
-
-
-def decode_mask(source: MaskSource, data: np.ndarray) -> np.ndarray:
-    """Raw sidecar values ``(bands, h, w)`` (or ``(h, w)``) -> uint8 classes ``(h, w)``.
-
-    For ``udm2`` pass all 8 bands (at least the first 6). For ``classes`` pass either the one band
-    ``source.band`` or all bands. Precedence: NODATA > CLOUD > SHADOW > VALID.
-    """
-    arr = np.asarray(data)
-    if arr.ndim == 2:
-        arr = arr[np.newaxis]
-    if arr.ndim != 3:
-        raise UsageError(
-            f"mask data for {source.path} has shape {arr.shape}; expected (bands, height, width)",
-            hint="read the mask with rasterio's dataset.read()",
-        )
-    out = np.full(arr.shape[1:], VALID, dtype=np.uint8)
-    if source.kind == "udm2":
-        if arr.shape[0] < 6:
-            raise UsageError(
-                f"UDM2 mask {source.path}: got {arr.shape[0]} bands, need 8 (at least 6)",
-                hint="read all bands of the UDM2 file",
-            )
-        out[arr[2] != 0] = SHADOW
-        cloud = (arr[1] != 0) | (arr[4] != 0) | (arr[5] != 0)
-        out[cloud] = CLOUD
-        if arr.shape[0] >= 8:
-            out[(arr[7].astype(np.int64) & 1) != 0] = NODATA
-        return out
-    if source.kind == "classes":
-        if arr.shape[0] == 1:
-            band = arr[0]
-        elif 1 <= source.band <= arr.shape[0]:
-            band = arr[source.band - 1]
-        else:
-            raise UsageError(
-                f"mask {source.path}: band {source.band} requested, data has {arr.shape[0]}",
-                hint="pass the mask band's data",
-            )
-        for values, cls in (
-            (source.shadow_values, SHADOW),
-            (source.cloud_values, CLOUD),
-            (source.nodata_values, NODATA),
-        ):
-            if values:
-                out[np.isin(band, np.asarray(values))] = cls
-        return out
-    raise UsageError(
-        f"unknown mask kind {source.kind!r} for {source.path}", hint="use 'udm2' or 'classes'"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1223,17 +1119,9 @@ def describe_scene(scene: Scene) -> dict[str, Any]:
 
 __all__ = [
     "BAND_ROLES",
-    "CLASS_NAMES",
-    "CLOUD",
-    "NODATA",
-    "SHADOW",
-    "VALID",
-    "MaskRules",
-    "MaskSource",
     "Scene",
     "band_role",
     "date_from_name",
-    "decode_mask",
     "describe_scene",
     "discover_scenes",
     "looks_like_sidecar",

@@ -25,6 +25,7 @@ import shapely
 from pyogrio.raw import write as ogr_write
 
 from .errors import CorruptFileError, OutputError
+from .names import CHIP_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ ACTIVITY_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("model_id", "str"),
     ("run_id", "str"),
 )
-STATUSES = ("inferred", "dropped-nodata", "dropped-cloud", "dropped-shadow", "failed")
+STATUSES = CHIP_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ from shapely.geometry import box
 
 from .errors import CorruptFileError, ReadError
 from .grid import ChipGrid, to_grid_crs
-from .scene import CLOUD, NODATA, SHADOW, VALID, MaskSource, Scene, decode_mask
+from .masks import NODATA, VALID, MaskSource, decode_mask, merge_classes
+from .scene import Scene
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class SceneView:
             win = reader.block_window((c_lo, c_hi), (r_lo, r_hi))
             raw, side_inside = reader.read(win, indexes=bands, fill=0, out_shape=shape)
             decoded = decode_mask(source, raw)
-            _merge(classes, decoded, side_inside)
+            merge_classes(classes, decoded, side_inside)
         for i, (c, r) in enumerate(cells):
             y = (r_hi - r) * small
             x = (c - c_lo) * small
@@ -261,29 +262,13 @@ class SceneView:
             classes[np.any(alpha == 0, axis=0)] = NODATA
         for source, reader, bands in self._sidecars:
             raw, side_inside = reader.read(reader.window(col, row), indexes=bands, fill=0)
-            _merge(classes, decode_mask(source, raw), side_inside)
+            merge_classes(classes, decode_mask(source, raw), side_inside)
         return ChipPixels(data=data, classes=classes)
 
     def close(self) -> None:
         self._data.close()
         for _, reader, _ in self._sidecars:
             reader.close()
-
-
-def class_fractions(classes: np.ndarray) -> np.ndarray:
-    return np.bincount(classes.ravel(), minlength=4)[:4] / classes.size
-
-
-def _merge(classes: np.ndarray, decoded: np.ndarray, inside: np.ndarray) -> None:
-    """Combine sidecar classes into ``classes`` with precedence NODATA > CLOUD > SHADOW > VALID.
-    Pixels the sidecar does not cover keep their class (a missing mask is not evidence of cloud)."""
-    for cls in (SHADOW, CLOUD, NODATA):
-        hit = (decoded == cls) & inside
-        if cls == SHADOW:
-            hit &= classes == VALID
-        elif cls == CLOUD:
-            hit &= classes != NODATA
-        classes[hit] = cls
 
 
 def _on_pixel(value: float, gsd: float) -> bool:

@@ -20,15 +20,9 @@ from groundbreak.errors import (
     MissingFileError,
     UsageError,
 )
+from groundbreak.masks import CLOUD, NODATA, SHADOW, VALID, MaskRules, MaskSource, decode_mask
 from groundbreak.scene import (
-    CLOUD,
-    NODATA,
-    SHADOW,
-    VALID,
-    MaskRules,
-    MaskSource,
     date_from_name,
-    decode_mask,
     describe_scene,
     discover_scenes,
     looks_like_sidecar,

@@ -13,8 +13,9 @@ from rasterio.transform import from_origin
 from groundbreak.grid import ChipGrid
 from groundbreak.pipeline import screen_unit
 from groundbreak.plan import ChipRef, WorkUnit
-from groundbreak.scene import CLOUD, NODATA, SHADOW, VALID, open_scene, select_bands
-from groundbreak.view import SceneView, class_fractions
+from groundbreak.masks import CLOUD, NODATA, SHADOW, VALID, class_fractions
+from groundbreak.scene import open_scene, select_bands
+from groundbreak.view import SceneView
 
 from conftest import ORIGIN, write_scene
 

@@ -40,7 +40,7 @@ def _int_list(_ctx, _param, value: Optional[str]) -> Optional[Tuple[int, ...]]:
 
 def mask_rules_from(params: dict):
     """MaskRules from the --mask-* options (None when none was given)."""
-    from ..scene import MaskRules
+    from ..masks import MaskRules
 
     keys = ("mask_pattern", "mask_kind", "mask_cloud_values", "mask_shadow_values", "mask_nodata_values")
     if all(params.get(k) is None for k in keys):
