@@ -18,13 +18,10 @@ import shapely
 from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
 
-from .aoi import read_aois
-from .grid import grid_for
 from .model import ModelPackage, load_model_package
 from .pipeline import RunOptions, RunResult, run_detection
-from .plan import make_plan
+from .plan import plan_inputs
 from .reporter import CancelToken, Reporter
-from .scene import discover_scenes
 from .store import geometry_from_blob
 
 log = logging.getLogger(__name__)
@@ -64,12 +61,8 @@ def run_demo(
     model = model if model is not None else load_model_package(None)
     reporter.stage("plan", "generating (or reusing) the demo world in %s" % world_dir)
     world = generate_world(world_dir, demo_spec(seed))
-    aois, warnings = read_aois([str(world.aoi)])
-    for w in warnings:
-        reporter.warning(w.code, w.message, w.hint)
-    scenes = discover_scenes([str(p) for p in world.scene_paths])
-    grid = grid_for([a.geometry for a in aois], chip_px=model.chip_size, gsd=model.gsd)
-    plan = make_plan(aois, scenes, grid)
+    plan = plan_inputs([str(world.aoi)], [str(p) for p in world.scene_paths], model, reporter=reporter)
+    grid = plan.grid
     out = out_dir / "detections.gpkg"
     options = RunOptions(**{**_options_dict(options), "overwrite": True})
     result = run_detection(plan, model, out, options=options, reporter=reporter, cancel=cancel,

@@ -15,20 +15,26 @@ class GroundbreakError(Exception):
     exit_code = 1
     retryable = False
 
-    def __init__(self, message: str, *, hint: str = "", retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, hint: str = "", retryable: bool | None = None,
+                 problems: tuple[dict[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: Every problem found when several were checked at once (each: code, message, hint, …).
+        self.problems = problems
         if retryable is not None:
             self.retryable = retryable
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "code": self.code,
             "message": self.message,
             "hint": self.hint,
             "retryable": self.retryable,
         }
+        if self.problems:
+            out["problems"] = [dict(p) for p in self.problems]
+        return out
 
 
 class UsageError(GroundbreakError, ValueError):
@@ -50,6 +56,24 @@ class InvalidGeometryError(GroundbreakError, ValueError):
 
 class BandMismatchError(GroundbreakError, ValueError):
     code = "band_mismatch"
+
+
+class ResolutionError(GroundbreakError, ValueError):
+    """A scene's ground resolution is too far from the model's to be used without resampling."""
+
+    code = "resolution_mismatch"
+
+
+class ScenesUnusableError(GroundbreakError, ValueError):
+    """Several problems with the scenes at once (``problems`` lists them)."""
+
+    code = "scenes_unusable"
+
+
+class InternalError(GroundbreakError, RuntimeError):
+    """An unexpected exception: a bug, reported as an error event like any other failure."""
+
+    code = "internal"
 
 
 class CRSMismatchError(GroundbreakError, ValueError):

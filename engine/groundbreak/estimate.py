@@ -50,7 +50,8 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
             view = views.get(unit.scene_index)
             if view is None:
                 scene = plan.scenes[unit.scene_index]
-                view = views[unit.scene_index] = SceneView(scene, plan.grid, select_bands(scene, model.bands))
+                bands = plan.fits[unit.scene_index].band_indexes if plan.fits else select_bands(scene, model.bands)
+                view = views[unit.scene_index] = SceneView(scene, plan.grid, bands)
             try:
                 fractions = view.prefilter([(c.col, c.row) for c in unit.chips])
             except ReadError:

@@ -200,36 +200,12 @@ def _drop_record(ref: ChipRef, scene: Scene, grid: ChipGrid, frac: np.ndarray, s
 
 
 # -- the in-process runner ------------------------------------------------------------------------
-def band_indexes_for(plan: Plan, model: ModelPackage, reporter: Reporter) -> List[Tuple[int, ...]]:
-    """Match every scene's bands to the model's before any work starts (errors name both lists)."""
-    out = []
-    lo, hi = model.gsd_range
-    for scene in plan.scenes:
-        out.append(select_bands(scene, model.bands))
-        if scene.band_names_source == "assumed-rgbn":
-            reporter.warning(
-                "bands_assumed",
-                "%s has no band labels; assuming red, green, blue, nir" % scene.scene_id,
-                "if that is wrong, pass --band-order with the file's real order",
-            )
-        res = _res_metres(scene)
-        if res is not None and not (lo <= res <= hi):
-            reporter.warning(
-                "gsd_out_of_range",
-                "%s has %.2f m pixels; the model expects %.1f m (accepted %.1f–%.1f m). It is resampled to "
-                "%.1f m on the chip grid, but scores may be less reliable" % (scene.scene_id, res, model.gsd, lo, hi, model.gsd),
-                "use imagery near %.1f m for best results" % model.gsd,
-            )
-    return out
-
-
-def _res_metres(scene: Scene) -> Optional[float]:
-    from pyproj import CRS
-
-    crs = CRS.from_wkt(scene.crs_wkt)
-    if crs.is_projected:
-        return float(scene.res[0]) * crs.axis_info[0].unit_conversion_factor
-    return None
+def band_indexes_for(plan: Plan, model: ModelPackage) -> List[Tuple[int, ...]]:
+    """Each scene's band indexes for the model, from the plan's fits (or matched now for a plan made
+    without a model)."""
+    if plan.fits:
+        return [fit.band_indexes for fit in plan.fits]
+    return [select_bands(scene, model.bands) for scene in plan.scenes]
 
 
 def run_detection(
@@ -248,7 +224,7 @@ def run_detection(
     cancel = cancel or CancelToken()
     out = Path(out)
     grid = plan.grid
-    band_indexes = band_indexes_for(plan, model, reporter)
+    band_indexes = band_indexes_for(plan, model)
 
     _predictor_class()  # a missing torch fails here, before --overwrite removes anything
     if options.overwrite and out.exists():

@@ -11,18 +11,24 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from .aoi import AOI, geodesic_area_km2
-from .errors import NoOverlapError
-from .grid import DEFAULT_BLOCK_CHIPS, ChipGrid, to_grid_crs
-from .scene import Scene
+from .aoi import AOI, geodesic_area_km2, read_aois
+from .errors import NoOverlapError, UsageError
+from .grid import DEFAULT_BLOCK_CHIPS, ChipGrid, grid_for, to_grid_crs
+from .masks import MaskRules
+from .scene import Scene, discover_scenes
+from .suitability import InputSpec, SceneFit, fit_scenes
+
+if TYPE_CHECKING:
+    from .reporter import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,9 @@ class Plan:
     scanned_km2: float  # Σ over scenes of the AOI area that scene covers (km² per date, summed)
     ground_chips: int  # distinct ground squares over all dates
     skipped_scenes: Tuple[str, ...] = field(default=())  # scenes that miss every AOI
+    #: How each scene is read for the model (band indexes, resolution), aligned with ``scenes``;
+    #: empty for a plan made without a model (``make_plan`` alone).
+    fits: Tuple[SceneFit, ...] = field(default=())
 
     @property
     def chips_planned(self) -> int:
@@ -125,7 +134,8 @@ def make_plan(
         shapely.prepare(footprint)
         # A chip that only touches the scene's edge has no pixel on it: reading it would only
         # record a spurious nodata drop.
-        hits = (shapely.intersects(footprint, cell_boxes) & ~shapely.touches(footprint, cell_boxes)) if len(cells) else []
+        hits = ((shapely.intersects(footprint, cell_boxes) & ~shapely.touches(footprint, cell_boxes))
+                if len(cells) else [])
         blocks: Dict[Tuple[int, int], List[ChipRef]] = defaultdict(list)
         for (col, row), hit in zip(cells, hits):
             if not hit:
@@ -168,3 +178,80 @@ def _no_overlap_message(aois: Sequence[AOI], scenes: Sequence[Scene], grid: Chip
     if len(scenes) > 5:
         parts.append("… and %d more scenes" % (len(scenes) - 5))
     return "; ".join(parts)
+
+
+def footprint_aoi(scene: Scene) -> AOI:
+    """The scene's whole footprint as an AOI (lon/lat), for runs over everything a scene covers
+    (training and evaluation chips)."""
+    left, bottom, right, top = scene.bounds
+    tr = Transformer.from_crs(CRS.from_wkt(scene.crs_wkt), "EPSG:4326", always_xy=True)
+    poly = shapely.segmentize(box(left, bottom, right, top), max(right - left, top - bottom) / 16)
+    lonlat = shapely.transform(poly, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    return AOI(aoi_id=scene.scene_id, geometry=lonlat, source=scene.path, source_crs="EPSG:4326")
+
+
+def plan_inputs(
+    aois: Sequence[Union[str, AOI]],
+    scenes: Sequence[Union[str, Scene]],
+    model: InputSpec,
+    *,
+    aoi_id_field: Optional[str] = None,
+    band_order: Optional[Sequence[str]] = None,
+    date: Optional[str] = None,
+    grid_epsg: Optional[int] = None,
+    mask_rules: Optional[MaskRules] = None,
+    allow_resample: bool = False,
+    block_chips: int = DEFAULT_BLOCK_CHIPS,
+    reporter: Optional["Reporter"] = None,
+) -> Plan:
+    """The plan stage: AOIs (files or AOI values) × scenes (specs or Scene values) → the shared queue.
+
+    Every scene problem (bands, resolution, date, dtype) of every scene is reported at once; warnings
+    (repaired AOIs, assumed band names, resampling, scenes outside every AOI) go to ``reporter``.
+    """
+    def warn(code: str, message: str, hint: str = "") -> None:
+        if reporter is not None:
+            reporter.warning(code, message, hint)
+
+    if reporter is not None:
+        reporter.stage("plan", "reading AOIs and scenes")
+    aoi_list = [a for a in aois if isinstance(a, AOI)]
+    paths = [str(a) for a in aois if not isinstance(a, AOI)]
+    if paths:
+        read, warnings = read_aois(paths, id_field=aoi_id_field)
+        aoi_list.extend(read)
+        for w in warnings:
+            warn(w.code, w.message, w.hint)
+    specs = [str(s) for s in scenes if not isinstance(s, Scene)]
+    if date is not None and len(specs) > 1:
+        raise UsageError("--date applies to one scene, but %d were given" % len(specs),
+                         hint="put dates in file names or TIFFTAG_DATETIME, or use a STAC catalog")
+    scene_list = [s for s in scenes if isinstance(s, Scene)]
+    if specs:
+        scene_list.extend(discover_scenes(specs, band_order=band_order, date=date, mask_rules=mask_rules,
+                                          require_date=False))
+    scene_list.sort(key=lambda s: (s.date, s.scene_id))
+    fits = fit_scenes(scene_list, model, allow_resample=allow_resample)
+    for scene, fit in zip(scene_list, fits):
+        if scene.band_names_source.startswith("assumed"):
+            warn("bands_assumed", "%s has no band labels; assuming %s" % (
+                scene.scene_id, ", ".join(n for n in scene.band_names if n)),
+                "if that is wrong, pass --band-order with the file's real order")
+        if fit.resampled:
+            warn("resampled", "%s has %.2f m pixels; it is resampled to the model's %.2f m chip grid%s" % (
+                scene.scene_id, fit.resolution_m, fit.model_gsd,
+                "" if _accepted(model, fit) else " (outside the model's validated %.1f-%.1f m)" % model.gsd_range),
+                "" if _accepted(model, fit) else "use imagery near %.2f m for results the model was made for"
+                % model.gsd)
+    grid = grid_for([a.geometry for a in aoi_list], chip_px=model.chip_size, gsd=model.gsd, epsg=grid_epsg)
+    plan = make_plan(aoi_list, scene_list, grid, block_chips=block_chips)
+    plan = replace(plan, fits=fits)
+    for scene_id in plan.skipped_scenes:
+        warn("scene_outside_aoi", "scene %s does not overlap any AOI; skipped" % scene_id,
+             "check the scene list, or widen the AOI")
+    return plan
+
+
+def _accepted(model: InputSpec, fit: SceneFit) -> bool:
+    lo, hi = model.gsd_range
+    return lo <= fit.resolution_m <= hi

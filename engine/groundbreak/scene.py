@@ -70,6 +70,10 @@ _AUXILIARY_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".xml", ".txt", ".md")
 
 _MIB = 1 << 20
 
+#: ``Scene.date_source`` of a scene opened with ``require_date=False`` that has no date; its
+#: ``date`` is ``datetime.date.min``, which no plan accepts (suitability reports the problem).
+MISSING_DATE_SOURCE = "missing"
+
 
 @dataclass(frozen=True, slots=True)
 class Scene:
@@ -97,6 +101,14 @@ class Scene:
     quick_hash: str = ""  # sha256 of size + first/last MiB: cheap provenance, not a full content hash
     band_descriptions: Tuple[str, ...] = ()  # GDAL band descriptions as found ("" when unset)
     colorinterp: Tuple[str, ...] = ()  # GDAL colour interpretation names, e.g. ("red", "undefined")
+    band_dtypes: Tuple[str, ...] = ()  # numpy dtype name of every band, in file order
+    #: Why the scene has no date (only for scenes surveyed with ``require_date=False``): message, hint.
+    date_problem: str = ""
+    date_hint: str = ""
+
+    @property
+    def has_date(self) -> bool:
+        return self.date_source != MISSING_DATE_SOURCE
 
     @property
     def data_bands(self) -> Tuple[int, ...]:
@@ -561,9 +573,13 @@ def open_scene(
     mask: Optional[Union[str, os.PathLike, MaskSource]] = None,
     mask_rules: Optional[MaskRules] = None,
     scene_id: Optional[str] = None,
+    require_date: bool = True,
 ) -> Scene:
     """Open one raster and describe it as a Scene (metadata only; the last block is read to catch
     truncated files early).
+
+    Without a date the scene is a MissingDateError, unless ``require_date`` is False: then it is
+    returned with ``date_source == "missing"`` so its other problems can be reported with it.
 
     ``stac_item`` (a ``pystac.Item``) supplies the date, band names, id and mask assets when the
     raster came from STAC. ``mask`` is an explicit sidecar mask (path or MaskSource) added to the
@@ -637,6 +653,7 @@ def open_scene(
     data_dtypes = [dtypes[i] for i, n in enumerate(names) if n != "alpha"] or dtypes
     dtype = str(np.dtype(data_dtypes[0]))
 
+    date_problem = date_hint = ""
     if date is not None:
         when, date_source = parse_date(date), "override"
     elif stac_date is not None:
@@ -652,7 +669,11 @@ def open_scene(
         if when is None:
             when, date_source = date_from_name(path), "filename"
         if when is None:
-            raise _missing_date(path)
+            missing = _missing_date(path)
+            if require_date:
+                raise missing
+            when, date_source = _dt.date.min, MISSING_DATE_SOURCE
+            date_problem, date_hint = missing.message, missing.hint
 
     masks: list[MaskSource] = list(stac_masks)
     if mask is not None:
@@ -694,7 +715,27 @@ def open_scene(
         quick_hash=quick_hash(path) if _is_local(path) else "",
         band_descriptions=tuple(descriptions),
         colorinterp=tuple(colorinterp),
+        band_dtypes=tuple(str(np.dtype(d)) for d in dtypes),
+        date_problem=date_problem,
+        date_hint=date_hint,
     )
+
+
+def ground_resolution_m(scene: Scene) -> float:
+    """Metres per pixel on the ground along the scene's coarser axis (geographic CRSs measured on
+    the WGS84 ellipsoid at the scene's centre)."""
+    from pyproj import CRS, Geod
+
+    crs = CRS.from_wkt(scene.crs_wkt)
+    if crs.is_projected:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        return max(scene.res) * factor
+    left, bottom, right, top = scene.bounds
+    lon, lat = (left + right) / 2, (bottom + top) / 2
+    geod = Geod(ellps="WGS84")
+    _, _, dx = geod.inv(lon, lat, lon + scene.res[0], lat)
+    _, _, dy = geod.inv(lon, lat, lon, lat + scene.res[1])
+    return float(max(abs(dx), abs(dy)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,6 +862,7 @@ def _scene_from_item(
     date: Optional[Union[str, _dt.date]],
     mask_rules: Optional[MaskRules],
     spec: str,
+    require_date: bool = True,
 ) -> Scene:
     key = _data_asset_key(item)
     href = _resolve_href(item.assets[key], base_dir)
@@ -833,7 +875,8 @@ def _scene_from_item(
     for asset in item.assets.values():
         asset.href = _resolve_href(asset, base_dir)
     return open_scene(
-        href, band_order=band_order, date=date, stac_item=item, mask_rules=mask_rules
+        href, band_order=band_order, date=date, stac_item=item, mask_rules=mask_rules,
+        require_date=require_date,
     )
 
 
@@ -940,8 +983,12 @@ def discover_scenes(
     band_order: Optional[Union[str, Sequence[str]]] = None,
     date: Optional[Union[str, _dt.date]] = None,
     mask_rules: Optional[MaskRules] = None,
+    require_date: bool = True,
 ) -> list[Scene]:
     """Every scene named by ``specs`` (files, globs, directories, STAC JSON), opened.
+
+    ``require_date=False`` returns scenes without a date too (``has_date`` False), so a caller can
+    report every problem of every scene at once.
 
     Sorted by (date, scene_id). A file reached twice (two specs, or a file and a STAC item
     pointing at it) is one scene; the STAC one wins because it carries more metadata (two STAC
@@ -973,18 +1020,20 @@ def discover_scenes(
             log.warning("STAC file %s holds no items", path)
         for item, base in items:
             scene = _scene_from_item(
-                item, base, band_order=band_order, date=date, mask_rules=mask_rules, spec=spec
+                item, base, band_order=band_order, date=date, mask_rules=mask_rules, spec=spec,
+                require_date=require_date,
             )
             by_key.setdefault(key_of(scene.path), scene)
     listed_stems = {_stem(os.path.basename(p)) for _, p in expanded if not _is_stac_name(p)}
-    for spec, path in expanded:
+    for _spec, path in expanded:
         if _is_stac_name(path) or key_of(path) in by_key:
             continue
         if _is_sidecar_of_listed(path, listed_stems, mask_rules):
             # An unquoted shell glob (scenes/*.tif) lists the masks next to their scenes.
             log.info("%s is the sidecar mask of a listed scene; not a scene itself", path)
             continue
-        scene = open_scene(path, band_order=band_order, date=date, mask_rules=mask_rules)
+        scene = open_scene(path, band_order=band_order, date=date, mask_rules=mask_rules,
+                           require_date=require_date)
         by_key[key_of(path)] = scene
     if not by_key:
         raise UsageError(
@@ -1124,6 +1173,7 @@ __all__ = [
     "date_from_name",
     "describe_scene",
     "discover_scenes",
+    "ground_resolution_m",
     "looks_like_sidecar",
     "open_scene",
     "parse_band_order",

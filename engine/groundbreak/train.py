@@ -33,14 +33,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import shapely
-from pyproj import CRS, Transformer
-from shapely.geometry import box
 
 from .aoi import AOI
 from .errors import OutputError, UsageError
 from .grid import ChipGrid, grid_for, to_grid_crs
 from .labels import IGNORE, POSITIVE, LabelSet
-from .plan import make_plan
+from .plan import footprint_aoi, make_plan
 from .scene import Scene, discover_scenes, select_bands
 from .view import SceneView
 
@@ -169,12 +167,8 @@ class TrainResult:
 # -- chips through the engine ------------------------------------------------------------------------
 def scene_grid(scene: Scene, *, chip_px: int, gsd: float) -> Tuple[ChipGrid, AOI]:
     """The grid a run over this scene's footprint would use (UTM zone of its centre), and that AOI."""
-    left, bottom, right, top = scene.bounds
-    tr = Transformer.from_crs(CRS.from_wkt(scene.crs_wkt), "EPSG:4326", always_xy=True)
-    poly = shapely.segmentize(box(left, bottom, right, top), max(right - left, top - bottom) / 16)
-    lonlat = shapely.transform(poly, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    grid = grid_for([lonlat], chip_px=chip_px, gsd=gsd)
-    return grid, AOI(aoi_id=scene.scene_id, geometry=lonlat, source=scene.path, source_crs="EPSG:4326")
+    aoi = footprint_aoi(scene)
+    return grid_for([aoi.geometry], chip_px=chip_px, gsd=gsd), aoi
 
 
 def extract_scene_chips(

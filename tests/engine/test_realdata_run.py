@@ -51,11 +51,15 @@ def test_naip_series_has_the_same_chip_ids_on_every_date(tmp_path, tiny_model):
     assert len(scenes) == 5
     aoi = _aoi_inside(tmp_path, scenes, keep=0.5)
     out = tmp_path / "naip.gpkg"
+    refused = _run(["run", "--aoi", aoi, "--scenes", *scenes, "--model", tiny_model, "--out", out,
+                    "--runtime", "eager"])
+    # 5 m imagery for a 2 m model is 2.5x coarser: refused unless resampling is asked for, naming both.
+    assert refused.exit_code == 1 and not out.exists(), refused.stderr
+    assert "5.00 m pixels" in refused.stderr and "2.00 m" in refused.stderr and "--allow-resample" in refused.stderr
     result = _run(["run", "--aoi", aoi, "--scenes", *scenes, "--model", tiny_model, "--out", out,
-                   "--runtime", "eager"])
+                   "--runtime", "eager", "--allow-resample"])
     assert result.exit_code == 0, result.stderr
-    # 5 m imagery for a 2 m model: accepted with a warning, resampled on the grid.
-    assert "5.00 m pixels" in result.stderr
+    assert "resampled to the model's 2.00 m chip grid" in result.stderr
     rows = _chips(out)
     by_scene = {}
     for scene_id, chip_id, status, valid in rows:
@@ -96,7 +100,7 @@ def test_overlapping_rgbn_scenes_with_nodata(tmp_path, tiny_model):
                     crs="EPSG:4326", ids=["haiti"])
     out = tmp_path / "out.gpkg"
     result = _run(["run", "--aoi", aoi, "--scenes", *links, "--model", tiny_model, "--out", out,
-                   "--runtime", "eager", "--events", "jsonl"])
+                   "--runtime", "eager", "--events", "jsonl", "--allow-resample"])
     assert result.exit_code == 0, result.stderr
     from groundbreak.protocol import parse_line
 

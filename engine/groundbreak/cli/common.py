@@ -10,14 +10,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from ..aoi import read_aois
 from ..cost import DEFAULT_PRICE_PER_HOUR
-from ..errors import UsageError
-from ..grid import grid_for
 from ..model import ModelPackage, load_model_package
-from ..plan import Plan, make_plan
+from ..plan import Plan, plan_inputs
 from ..reporter import CancelToken, Reporter, watch_stdin
-from ..scene import discover_scenes
 
 
 def _band_order(_ctx, _param, value: Optional[str]) -> Optional[Tuple[str, ...]]:
@@ -76,6 +72,9 @@ def input_options(func: Callable) -> Callable:
                      help="Acquisition date for a single scene whose file carries none."),
         click.option("--grid-epsg", default=None, type=int, metavar="EPSG",
                      help="Chip grid CRS (default: the UTM zone of the AOIs' centre)."),
+        click.option("--allow-resample", is_flag=True,
+                     help="Use scenes whose resolution is more than twice as coarse or fine as the model's "
+                          "(resampled onto its chip grid; scores on such imagery are not validated)."),
         click.option("--mask-pattern", default=None, metavar="PATTERN",
                      help="Sidecar mask file name next to each scene, {stem} = scene file stem, e.g. "
                           "'{stem}.cloud.tif' (default: {stem}_udm2.tif, {stem}_SCL.tif, {stem}_mask.tif)."),
@@ -132,20 +131,10 @@ def open_model(model_path: Optional[str], reporter: Reporter) -> ModelPackage:
 
 def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model: ModelPackage, aoi_id_field: Optional[str],
                 band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter,
-                mask_rules=None) -> Plan:
-    reporter.stage("plan", "reading AOIs and scenes")
-    aoi_list, warnings = read_aois(list(aois), id_field=aoi_id_field)
-    for w in warnings:
-        reporter.warning(w.code, w.message, w.hint)
-    if date is not None and len(scenes) > 1:
-        raise UsageError("--date applies to one scene, but %d were given" % len(scenes),
-                         hint="put dates in file names or TIFFTAG_DATETIME, or use a STAC catalog")
-    scene_list = discover_scenes(list(scenes), band_order=band_order, date=date, mask_rules=mask_rules)
-    grid = grid_for([a.geometry for a in aoi_list], chip_px=model.chip_size, gsd=model.gsd, epsg=grid_epsg)
-    plan = make_plan(aoi_list, scene_list, grid)
-    for scene_id in plan.skipped_scenes:
-        reporter.warning("scene_outside_aoi", "scene %s does not overlap any AOI; skipped" % scene_id, "")
-    return plan
+                mask_rules=None, allow_resample: bool = False) -> Plan:
+    return plan_inputs(list(aois), list(scenes), model, aoi_id_field=aoi_id_field, band_order=band_order,
+                       date=date, grid_epsg=grid_epsg, mask_rules=mask_rules, allow_resample=allow_resample,
+                       reporter=reporter)
 
 
 def make_reporter(events: Optional[str], command: str) -> Reporter:

@@ -45,7 +45,7 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     with progress_listener(reporter, enabled=show_bar):
         result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=options,
                           reporter=reporter, cancel=cancel)
-    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)}, 
+    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)},
                     {**result.run.stats, "truth": result.truth}, result.run.cost.to_dict())
     if not ctx.obj.get("quiet"):
         print_run_summary(result.run, model)

@@ -1,23 +1,48 @@
-"""``groundbreak model``."""
+"""``groundbreak model``: show a model package, and the sub-commands that make and change packages."""
 
 from __future__ import annotations
 
 import json
+from typing import List, Optional, Tuple
 
 import click
 
 from ..model import load_model_package
 
 
-@click.command("model")
-@click.argument("path", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def command(path, as_json):
-    """Show a model package (default: the bundled demo model): bands, GSD, classes, provenance.
+class _ModelGroup(click.Group):
+    """``groundbreak model [PATH]`` shows a package; ``groundbreak model SUBCOMMAND …`` runs one.
+
+    A first argument that is not a sub-command is the package to show, so the short form keeps working."""
+
+    def resolve_command(self, ctx: click.Context, args: List[str]) -> Tuple[Optional[str], Optional[click.Command],
+                                                                            List[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "show", self.commands["show"], args
+        return super().resolve_command(ctx, args)
+
+
+@click.group("model", cls=_ModelGroup, invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Model packages: show one (the default: the bundled demo model), publish, quantize.
 
     \b
-    $ groundbreak model
+    $ groundbreak model                       # the bundled model: bands, GSD, classes, demo flag
     $ groundbreak model models/my-model --json
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(show)
+
+
+@command.command("show")
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def show(path: Optional[str] = None, as_json: bool = False) -> None:
+    """Show a model package: bands, GSD, classes, threshold, provenance.
+
+    \b
+    $ groundbreak model show models/my-model
     """
     m = load_model_package(path)
     doc = {

@@ -16,7 +16,7 @@ from .summary import print_plan_summary
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, events, as_json, **mask_options):
+            grid_epsg, allow_resample, events, as_json, **mask_options):
     """What a run would do and cost, without running the model.
 
     Reads only the AOIs, scene headers and cheap decimated masks.
@@ -30,10 +30,7 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     model = open_model(model_path, reporter)
     plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
                               band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
-                              mask_rules=mask_rules_from(mask_options))
-    from ..pipeline import band_indexes_for
-
-    band_indexes_for(plan, model, reporter)  # band and resolution problems surface at plan time
+                              mask_rules=mask_rules_from(mask_options), allow_resample=allow_resample)
     reporter.stage("screen", "estimating drops from decimated masks")
     est = estimate(plan, model, min_valid=min_valid, threads=threads, price_per_hour=price_per_hour)
     stats = est.stats()

@@ -28,7 +28,7 @@ from .summary import print_run_summary, progress_listener
 @click.option("--overwrite", is_flag=True, help="Replace --out instead of resuming into it.")
 @click.pass_context
 def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, events, out, batch_size, runtime, readers, overwrite, **mask_options):
+            grid_epsg, allow_resample, events, out, batch_size, runtime, readers, overwrite, **mask_options):
     """Detect construction activity: plan, screen, infer in batches, write a GeoPackage.
 
     Re-running the same command after an interruption resumes without redoing finished chips.
@@ -49,7 +49,7 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     model = open_model(model_path, reporter)
     plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
                               band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
-                              mask_rules=mask_rules_from(mask_options))
+                              mask_rules=mask_rules_from(mask_options), allow_resample=allow_resample)
     options = RunOptions(min_valid=min_valid, batch_size=batch_size, threads=threads,
                          price_per_hour=price_per_hour, runtime=runtime, readers=readers,
                          overwrite=overwrite)
