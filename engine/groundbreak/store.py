@@ -256,7 +256,7 @@ class DetectionStore:
         return attempt
 
     def finish_attempt(self, run_id: str, attempt: int, *, status: str, finished: str, row: Dict[str, object]) -> None:
-        cols = {"status": status, "finished": finished}
+        cols: Dict[str, object] = {"status": status, "finished": finished}
         cols.update({k: _json_or_value(v) for k, v in row.items()})
         self._execute_in_transaction(
             "UPDATE runs SET %s WHERE run_id=? AND attempt=?" % ", ".join("%s=?" % k for k in cols),

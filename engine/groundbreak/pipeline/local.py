@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -29,7 +29,7 @@ from ..model import ModelPackage
 from ..names import DROP_REASONS, PROGRESS_COUNTS, ChipStatus
 from ..plan import Plan, fitted
 from ..reporter import CancelToken, Reporter
-from ..store import ChipRecord, DetectionStore
+from ..store import ChipRecord, DetectionRecord, DetectionStore
 from .options import RunOptions, RunResult, RunStats, RunStatus
 from .provenance import attempt_row, describe_difference, run_fingerprint, short_id
 from .stages import Predictor, ReadyChip, Screened, detection_feature, infer
@@ -269,7 +269,7 @@ class LocalRun:
     def _flush(self, predictor: Predictor, output: _Output, batch: List[ReadyChip], records: List[ChipRecord],
                final: bool = False) -> None:
         chips = list(records)
-        detections = ()
+        detections: Tuple[DetectionRecord, ...] = ()
         if batch:
             t = time.perf_counter()
             inferred = infer(predictor, self.model, batch, self.plan.grid)
@@ -311,7 +311,8 @@ class LocalRun:
         if self.counts["inferred"] >= 32 and steady > 0:
             # End to end (reads, screening and inference), so ``plan`` predicts what a run takes, not
             # what the model alone could do; tiny runs are too noisy to remember.
-            remember_throughput(self.model.sha256, self.options.threads, self.counts["inferred"] / steady)
+            remember_throughput(self.model.sha256, self.options.threads, self.counts["inferred"] / steady,
+                                model_load_s=self.timings["model_load_s"])
         store.finish_attempt(self.run_id, attempt, status=status.value, finished=_now(), row={
             "stats": result.stats.to_dict(), "cost": result.cost.to_dict(), "timings": result.stats.timings})
         return result

@@ -152,16 +152,18 @@ def open_scene(
     elif stac_date is not None:
         when, date_source = stac_date, "stac"
     else:
-        when = None
+        tagged: Optional[_dt.date] = None
         for tag in _DATE_TAGS:
             if tag in tags:
-                when = _date_from_tag(tags[tag])
-                if when:
+                tagged = _date_from_tag(tags[tag])
+                if tagged:
                     break
         date_source = "tiff-tag"
-        if when is None:
-            when, date_source = date_from_name(path), "filename"
-        if when is None:
+        if tagged is None:
+            tagged, date_source = date_from_name(path), "filename"
+        if tagged is not None:
+            when = tagged
+        else:
             missing = _missing_date(path)
             if require_date:
                 raise missing

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import re
-from typing import Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 from groundbreak.errors import (
     CorruptFileError,
@@ -17,6 +17,7 @@ from groundbreak.masks import (
     SCL_MASK_VALUES,
     MaskRules,
     MaskSource,
+    MaskValues,
 )
 
 from .record import RASTER_SUFFIXES, _stem
@@ -39,13 +40,15 @@ def _with_values(
     path: str, kind: str, defaults: Mapping[str, Tuple[int, ...]], rules: Optional[MaskRules],
     origin: str,
 ) -> MaskSource:
-    values = dict(defaults) if kind == "classes" else {}
-    if rules is not None and kind == "classes":
+    if kind != "classes":
+        return MaskSource(path=path, kind=kind, origin=origin)
+    values: Dict[str, Tuple[int, ...]] = dict(defaults)
+    if rules is not None:
         for key in ("cloud_values", "shadow_values", "nodata_values"):
             override = getattr(rules, key)
             if override is not None:
                 values[key] = tuple(int(v) for v in override)
-    return MaskSource(path=path, kind=kind, origin=origin, **values)
+    return MaskSource.of_classes(path, values, origin=origin)
 
 
 @functools.lru_cache(maxsize=64)
@@ -143,6 +146,7 @@ def _mask_from_explicit(mask: Union[str, os.PathLike, MaskSource], rules: Option
             f"mask file {path} does not exist", hint="check the --mask path"
         )
     stem = _stem(path).lower()
+    defaults: MaskValues
     if rules is not None and rules.kind:
         kind, defaults = rules.kind, GROUNDBREAK_MASK_VALUES
     elif "udm2" in stem:

@@ -113,15 +113,11 @@ def _stac_masks(item: Any, base_dir: str) -> list[MaskSource]:
         if key.lower() == "udm2" or len(_asset_bands(asset)) == 8:
             out.append(MaskSource(path=href, kind="udm2", origin="stac-asset"))
         elif key.lower() == "scl":
-            out.append(MaskSource(path=href, kind="classes", origin="stac-asset", **SCL_MASK_VALUES))
+            out.append(MaskSource.of_classes(href, SCL_MASK_VALUES, origin="stac-asset"))
         elif roles == {"data-mask"} or roles == {"data-mask", "metadata"}:
-            out.append(
-                MaskSource(path=href, kind="classes", origin="stac-asset", **DATA_MASK_VALUES)
-            )
+            out.append(MaskSource.of_classes(href, DATA_MASK_VALUES, origin="stac-asset"))
         else:
-            out.append(
-                MaskSource(path=href, kind="classes", origin="stac-asset", **GROUNDBREAK_MASK_VALUES)
-            )
+            out.append(MaskSource.of_classes(href, GROUNDBREAK_MASK_VALUES, origin="stac-asset"))
     return out
 
 
@@ -160,6 +156,8 @@ def _load_stac(path: str) -> list[tuple[Any, str]]:
             return [(item, base) for item in collection]
         if kind in ("Catalog", "Collection"):
             catalog = pystac.read_file(os.path.abspath(path))
+            if not isinstance(catalog, pystac.Catalog):  # a Collection is a Catalog too
+                raise pystac.STACError("%s is not a Catalog or Collection" % path)
             out = []
             for item in catalog.get_items(recursive=True):
                 item_base = os.path.dirname(item.get_self_href() or path)
