@@ -24,7 +24,7 @@ DEFAULT_PRICE_PER_HOUR = 0.10
 #: Used by ``plan`` before this machine has measured the model (chips inferred per second, and
 #: seconds to load the model: a first OpenVINO conversion on a 2-core machine).
 FALLBACK_CHIPS_PER_S = 60.0
-FALLBACK_MODEL_LOAD_S = 6.0
+FALLBACK_MODEL_LOAD_S = 9.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ def remembered_throughput(model_sha: str, threads: int) -> Optional[float]:
 
 
 def remembered_model_load(model_sha: str, threads: int) -> Optional[float]:
-    """Seconds this machine last took to have this model ready (used by ``plan``)."""
+    """Seconds this machine last took from process start to this model being ready (used by ``plan``)."""
     return _remembered("%s:%d:load" % (model_sha, threads))
 
 

@@ -76,7 +76,7 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
     rate = measured or FALLBACK_CHIPS_PER_S
     load = remembered_model_load(model.sha256, threads) or FALLBACK_MODEL_LOAD_S
     # Calibrated by the last run on this machine: its end-to-end rate over inferred chips (reads and
-    # screening included) and its model-load time; drops cost a decimated-mask look each.
+    # screening included) and its start-up plus model-load time; drops cost a decimated-mask look each.
     seconds = load + inferred / rate + 0.002 * (planned - inferred)
     return Estimate(
         aoi_km2=round(plan.aoi_km2, 4),

@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 import click
 
 from .. import __version__
 from ..errors import GroundbreakError, InternalError
+
+#: Before the sub-commands (and with them rasterio, GDAL, …) are imported: the start-up a user waits
+#: for before a run starts, which ``plan`` includes in its time estimate.
+PROCESS_START = time.perf_counter()
 
 
 class _Group(click.Group):
