@@ -8,19 +8,17 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import Polygon, box
 
 from groundbreak.cli import cli
 from groundbreak.protocol import PROTOCOL_VERSION, parse_line
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 PY = str(Path(sys.executable))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.cli import cli
@@ -16,8 +17,6 @@ from groundbreak.plan import plan_inputs
 from groundbreak.protocol import parse_line
 from groundbreak.scene import ground_resolution_m, open_scene
 from groundbreak.suitability import fit_scene
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 LON0, LAT0 = -98.97, 47.03  # the same place in lon/lat

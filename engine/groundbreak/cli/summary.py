@@ -8,6 +8,7 @@ from typing import Any, Iterator, Optional
 
 import click
 
+from ..estimate import Estimate
 from ..pipeline import RunResult
 from ..protocol import Event
 from ..reporter import Reporter
@@ -49,7 +50,7 @@ def print_run_summary(result: RunResult) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-def print_plan_summary(est) -> None:
+def print_plan_summary(est: Estimate) -> None:
     d = est.expected_dropped
     lines = [
         "",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.errors import GroundbreakError, OutputError
@@ -19,8 +20,6 @@ from groundbreak.model import load_model_package
 from groundbreak.pipeline import RunOptions, run_detection
 from groundbreak.plan import plan_inputs
 from groundbreak.reporter import CancelToken, Reporter
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 

@@ -7,6 +7,7 @@ import pickle
 import sqlite3
 
 import pytest
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.masks import DropRule
@@ -14,8 +15,6 @@ from groundbreak.model import load_model_package
 from groundbreak.names import RUN_STATS
 from groundbreak.pipeline import RunOptions, RunStats, run_detection, run_unit, unit_tasks
 from groundbreak.plan import plan_inputs
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 
