@@ -152,7 +152,10 @@ def test_report_files_and_json(world, package, cache, tmp_path):
     doc = json.loads(paths["report"].read_text())
     assert doc["summary"]["chips"] == len(ev.y) and doc["model"]["demo"] is True
     assert len(doc["per_date"]) == 3 and doc["inputs"]["runtime"] == "fake"
-    assert 0.0 <= doc["summary"]["pr_auc"] <= 1.0
+    from groundbreak.metrics import average_precision
+
+    assert doc["summary"]["pr_auc"] == pytest.approx(average_precision(ev.y, ev.scores))
+    assert doc["summary"]["f1"] == pytest.approx(ev.summary()["f1"]) and doc["summary"]["tp"] > 0
     neg_only = evaluate(package, [], None, negatives=scenes[:1], predictor=ConstantPredictor(0.1), cache_dir=cache)
     doc = json.loads(write_report(neg_only, tmp_path / "neg")["report"].read_text())
     # undefined figures are null (NaN is not JSON): no positives, no detections
