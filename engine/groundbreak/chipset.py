@@ -3,7 +3,7 @@
 Chips reach ``train`` and ``evaluate`` exactly as they reach the network in ``groundbreak run``: the
 same suitability rule (bands, dates, and a resolution within [0.5x, 2x] of the model's GSD unless
 ``allow_resample``), the same ground-fixed chip grid (``grid_for`` + ``make_plan`` over the scene's
-footprint), the same warped views and the same screening (``screen_unit`` + ``extract_chip``; chips
+footprint), the same warped views and the same screening (``pipeline.screen`` + ``pipeline.extract``; chips
 under ``min_valid`` are skipped and counted by reason). Extracted chips are cached per scene
 (``.npz`` under ``cache_dir("train")/chips``, i.e. ``$GROUNDBREAK_CACHE/train``), keyed by a hash of
 the scene's path and content hash, its date, the grid, the bands and the screening settings.
@@ -40,6 +40,7 @@ from .cache import is_safe_name
 from .errors import UsageError
 from .grid import ChipGrid, grid_for, to_grid_crs
 from .labels import IGNORE, POSITIVE, LabelSet
+from .masks import DEFAULT_MIN_VALID, DEFAULT_PREFILTER_MARGIN, DropRule
 from .plan import footprint_aoi, make_plan
 from .scene import Scene, discover_scenes
 from .suitability import InputSpec, SceneFit, fit_scenes
@@ -57,7 +58,7 @@ PLACE_BLOCK_CHIPS = 4
 CELL_GRID = 16
 BANDS: Tuple[str, ...] = ("red", "green", "blue", "nir")
 #: As in a run (``RunOptions.prefilter_margin``): the decimated-mask prefilter's safety margin.
-PREFILTER_MARGIN = 0.15
+PREFILTER_MARGIN = DEFAULT_PREFILTER_MARGIN
 
 #: ``progress(stage, done, total, info)``: what long steps report (a CLI progress bar, a test's list).
 Progress = Callable[[str, int, int, Dict[str, object]], None]
@@ -201,7 +202,7 @@ def extract_scene_chips(
     scene: Scene,
     spec: InputSpec = ChipSpec(),
     *,
-    min_valid: float = 0.5,
+    min_valid: float = DEFAULT_MIN_VALID,
     prefilter_margin: float = PREFILTER_MARGIN,
     allow_resample: bool = False,
     cache_dir: Optional[Path] = None,
@@ -256,10 +257,11 @@ def _write_cache(cache: Path, chips: SceneChips) -> None:
 def _screen_and_read(scene: Scene, aoi: AOI, grid: ChipGrid, band_indexes: Sequence[int], spec: InputSpec,
                      min_valid: float, prefilter_margin: float) -> SceneChips:
     """The run's plan, screening and reads over the scene's whole footprint."""
-    from .pipeline import ReadyChip, extract_chip, screen_unit
+    from .pipeline import ReadyChip, extract, screen
 
     plan = make_plan([aoi], [scene], grid)
     view = SceneView(scene, grid, tuple(band_indexes))
+    rule = DropRule(min_valid, prefilter_margin)
     data: List[np.ndarray] = []
     cols: List[int] = []
     rows: List[int] = []
@@ -267,12 +269,11 @@ def _screen_and_read(scene: Scene, aoi: AOI, grid: ChipGrid, band_indexes: Seque
     dropped: Dict[str, int] = {}
     try:
         for unit in plan.units:
-            gone, keep = screen_unit(view, unit, unit.chips, scene=scene, grid=grid, min_valid=min_valid,
-                                     margin=prefilter_margin)
+            gone, keep = screen(view, unit.chips, scene=scene, grid=grid, rule=rule, unit_id=unit.unit_id)
             for rec in gone:
                 dropped[rec.status] = dropped.get(rec.status, 0) + 1
             for ref in keep:
-                item = extract_chip(view, ref, unit=unit, scene=scene, grid=grid, min_valid=min_valid)
+                item = extract(view, ref, scene=scene, grid=grid, rule=rule, unit_id=unit.unit_id)
                 if isinstance(item, ReadyChip):
                     data.append(item.data)
                     cols.append(ref.col)
@@ -350,7 +351,7 @@ def labelled_chips(
     labels: Optional[LabelSet],
     *,
     spec: InputSpec = ChipSpec(),
-    min_valid: float = 0.5,
+    min_valid: float = DEFAULT_MIN_VALID,
     unlabelled: "Unlabelled | str" = Unlabelled.NEGATIVE,
     allow_resample: bool = False,
     cache_dir: Optional[Path] = None,
@@ -403,7 +404,7 @@ def build_chip_set(
     std: Sequence[float],
     scaling: Mapping[str, Tuple[float, float]],
     spec: InputSpec = ChipSpec(),
-    min_valid: float = 0.5,
+    min_valid: float = DEFAULT_MIN_VALID,
     unlabelled: "Unlabelled | str" = Unlabelled.NEGATIVE,
     allow_resample: bool = False,
     cache_dir: Optional[Path] = None,

@@ -27,7 +27,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -145,7 +145,8 @@ def evaluate(
     predictor: Optional[ChipPredictor] = None,
     min_valid: float = 0.5,
     threads: int = 2,
-    runtime: str = "auto",
+    runtime: Optional[str] = None,
+    force_runtime: bool = False,
     batch_size: int = 32,
     unlabelled: "Unlabelled | str" = Unlabelled.NEGATIVE,
     allow_resample: bool = False,
@@ -154,8 +155,9 @@ def evaluate(
 ) -> Evaluation:
     """Score every chip of ``scenes`` (against ``labels``) and ``negatives`` (all background).
 
-    ``predictor``: by default a ``groundbreak.inference.Predictor`` on ``runtime`` (as ``groundbreak
-    run`` uses). Scenes far from the model's resolution are refused unless ``allow_resample``.
+    ``predictor``: by default the predictor ``groundbreak run`` builds for ``runtime`` (None: the
+    package's ``groundbreak:runtime``; ``force_runtime`` allows one its recorded validation failed).
+    Scenes far from the model's resolution are refused unless ``allow_resample``.
     """
     if not scenes and not negatives:
         raise UsageError("nothing to evaluate: no scenes", hint="pass --scenes with --labels, and/or --negatives")
@@ -165,9 +167,12 @@ def evaluate(
     items = labelled_chips(scenes, negatives, labels, spec=package, min_valid=min_valid, unlabelled=unlabelled,
                            allow_resample=allow_resample, cache_dir=cache_dir, progress=progress, stage="evaluate")
     if predictor is None:
-        from .inference import Predictor
+        from .pipeline.units import build_predictor
 
-        predictor = Predictor(package, threads=threads, runtime=runtime)
+        # The run's builder (its runtime choice, refusal rules and dependency errors); it returns a
+        # groundbreak.inference.Predictor, typed as the narrower protocol the infer stage needs.
+        predictor = cast(ChipPredictor, build_predictor(package, runtime=runtime, threads=threads,
+                                                        batch_size=batch_size, force_runtime=force_runtime))
     scored = _score(items, predictor, batch_size)
     return Evaluation(
         model_id=package.model_id, model_sha256=package.sha256, demo=package.demo, threshold=package.threshold,

@@ -139,14 +139,20 @@ def test_bad_configuration_is_a_usage_error(chipset, tmp_path):
         train(TINY, chipset, tmp_path / "full")
 
 
-def test_band_order_is_read_by_the_run_s_parser():
-    from groundbreak.cli.train import _band_order
-    from groundbreak.scene import parse_band_order
+def test_train_and_evaluate_read_the_run_s_options():
+    from groundbreak.cli import evaluate, options, run
+    from groundbreak.cli import train as train_cli
 
-    # synonyms and a skipped band, exactly as `groundbreak run` reads them (an empty item keeps its place)
-    assert _band_order(None, None, "R,G,B,NIR") == ("red", "green", "blue", "nir") == parse_band_order("R,G,B,NIR")
-    assert _band_order(None, None, "red,,green,blue,nir") == ("red", "", "green", "blue", "nir")
-    assert _band_order(None, None, None) is None
+    def option(command, name):
+        return next(p for p in command.command.params if p.name == name)
+
+    # one definition of --band-order (scene.parse_band_order), --allow-resample, --min-valid, --threads
+    for name in ("band_order", "allow_resample", "min_valid", "threads"):
+        ref = option(run, name)
+        for cmd in (train_cli, evaluate):
+            got = option(cmd, name)
+            assert (got.opts, got.callback, got.default, got.help) == (ref.opts, ref.callback, ref.default, ref.help)
+    assert option(train_cli, "band_order").callback is options._band_order
 
 
 def test_cli_refuses_a_repeated_band_name_as_a_usage_error(tmp_path):

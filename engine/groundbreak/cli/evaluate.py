@@ -8,24 +8,23 @@ from typing import Any, Mapping, Optional, Tuple
 
 import click
 
-from ..names import RUNTIME_CHOICES
+from . import options
 from .train import StderrProgress, chip_options, read_chip_inputs
 
 
 @click.command("evaluate")
-@click.option("--model", "model_path", default=None, metavar="DIR",
-              help="Model package folder (default: the bundled demo model).")
+@options.model
 @chip_options
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Report folder: report.json, pr_curve.png, score_histogram.png, confusion_matrix.png.")
-@click.option("--runtime", default="auto", show_default=True, type=click.Choice(list(RUNTIME_CHOICES)),
-              help="Inference runtime (auto: as `groundbreak run` chooses).")
+@options.runtime
+@options.force_runtime
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_context
 def command(ctx: click.Context, model_path: Optional[str], labels: Tuple[str, ...], scenes: Tuple[str, ...],
             negatives: Tuple[str, ...], unlabelled: str, min_valid: float, band_order: Optional[Tuple[str, ...]],
-            allow_resample: bool, cache_dir: Optional[str], threads: int, out: Optional[str], runtime: str,
-            as_json: bool) -> None:
+            allow_resample: bool, cache_dir: Optional[str], threads: int, out: Optional[str], runtime: Optional[str],
+            force_runtime: bool, as_json: bool) -> None:
     """Score a model against labels: precision, recall, F1, PR-AUC, false alarms per km² per date.
 
     Chips are read and screened exactly as in `groundbreak run` (a scene more than twice as coarse
@@ -38,17 +37,21 @@ def command(ctx: click.Context, model_path: Optional[str], labels: Tuple[str, ..
     $ groundbreak evaluate --labels labels.gpkg --scenes 'scenes/*.tif' --out report/
     $ groundbreak evaluate --model models/mine --negatives 'farmland/*.tif' --out fa-report/
     $ groundbreak evaluate --labels site_models/ --scenes catalog.json --runtime eager --json
+
+    --runtime defaults to the package's choice, as in `groundbreak run`; a runtime its recorded
+    validation failed needs --force-runtime (to measure a fresh package, evaluate it before publishing).
     """
     quiet = bool(ctx.obj.get("quiet")) if isinstance(ctx.obj, dict) else False
     _chip_evaluation(model_path, labels, scenes, negatives, unlabelled=unlabelled, min_valid=min_valid,
                      band_order=band_order, allow_resample=allow_resample, cache_dir=cache_dir, threads=threads,
-                     out=out, runtime=runtime, as_json=as_json, quiet=quiet)
+                     out=out, runtime=runtime, force_runtime=force_runtime, as_json=as_json, quiet=quiet)
 
 
 def _chip_evaluation(model_path: Optional[str], labels: Tuple[str, ...], scenes: Tuple[str, ...],
                      negatives: Tuple[str, ...], *, unlabelled: str, min_valid: float,
                      band_order: Optional[Tuple[str, ...]], allow_resample: bool, cache_dir: Optional[str],
-                     threads: int, out: Optional[str], runtime: str, as_json: bool, quiet: bool) -> None:
+                     threads: int, out: Optional[str], runtime: Optional[str], force_runtime: bool, as_json: bool,
+                     quiet: bool) -> None:
     """The chip-level mode: labelled chips through the model, a summary, optionally a report folder."""
     from ..evaluate import evaluate, write_report
     from ..metrics import json_safe
@@ -57,7 +60,8 @@ def _chip_evaluation(model_path: Optional[str], labels: Tuple[str, ...], scenes:
     inputs = read_chip_inputs(labels, scenes, negatives, band_order, verb="evaluate")
     package = load_model_package(model_path)
     ev = evaluate(package, inputs.scenes, inputs.labels, negatives=inputs.negatives, min_valid=min_valid,
-                  threads=threads, runtime=runtime, unlabelled=unlabelled, allow_resample=allow_resample,
+                  threads=threads, runtime=runtime, force_runtime=force_runtime, unlabelled=unlabelled,
+                  allow_resample=allow_resample,
                   cache_dir=Path(cache_dir) if cache_dir else None, progress=StderrProgress(enabled=not quiet))
     summary = ev.summary()
     if out:

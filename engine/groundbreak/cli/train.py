@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import click
 
 from ..chipset import Unlabelled
-from ..errors import GroundbreakError, UsageError
+from ..errors import UsageError
+from . import options
 
 if TYPE_CHECKING:
     from ..labels import LabelSet
@@ -63,22 +64,10 @@ class StderrProgress:
             click.echo(line, err=True)
 
 
-def _band_order(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[Tuple[str, ...]]:
-    """--band-order through the one parser ``groundbreak run`` uses (synonyms, '-' for skipped bands)."""
-    if not value:
-        return None
-    from ..scene import parse_band_order
-
-    try:
-        return parse_band_order(value)
-    except GroundbreakError as exc:
-        raise click.BadParameter("%s (%s)" % (exc.message, exc.hint) if exc.hint else exc.message) from None
-
-
 def chip_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The inputs of labelled chips, shared by ``train`` and ``evaluate``: labels, scenes, negatives,
-    band order, the screening and resolution rules, the chip cache."""
-    opts = [
+    band order, the screening and resolution rules, the chip cache (the run's options from ``options``)."""
+    return options.apply(func, [
         click.option("--labels", "labels", multiple=True, metavar="FILE",
                      help="Label polygons: GeoPackage/GeoJSON with label and date fields, a Review export, or "
                           "IARPA SMART site models (files, folders or globs). Repeat or list several."),
@@ -90,20 +79,13 @@ def chip_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--unlabelled", type=click.Choice([u.value for u in Unlabelled]), default="negative",
                      show_default=True,
                      help="Chips of labelled scenes that no label touches: background (dense labels) or left out."),
-        click.option("--min-valid", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-                     help="Skip chips with a smaller clear, valid fraction (as in a run)."),
-        click.option("--band-order", default=None, callback=_band_order, metavar="NAMES",
-                     help="The scenes' band order when their files don't label bands, e.g. red,green,blue,nir."),
-        click.option("--allow-resample", is_flag=True,
-                     help="Use scenes whose resolution is more than twice as coarse or fine as the model's "
-                          "(resampled onto its chip grid, as `groundbreak run --allow-resample` does)."),
+        options.min_valid,
+        options.band_order,
+        options.allow_resample,
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
                      help="Chip cache (default: the engine's cache folder, train/; see GROUNDBREAK_CACHE)."),
-        click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256), help="CPU threads."),
-    ]
-    for opt in reversed(opts):
-        func = opt(func)
-    return func
+        options.threads,
+    ])
 
 
 @dataclass(frozen=True)
