@@ -1,0 +1,228 @@
+"""Timelines: known-answer series, merging of adjacent chips, and the GeoPackage layers."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import numpy as np
+import pyogrio
+import pytest
+
+from groundbreak.errors import UsageError
+from groundbreak.timeline import (
+    TimelineParams,
+    build_timeline,
+    chip_intervals,
+    collapse_rows,
+    read_site_observations,
+    read_sites,
+)
+from timeline_fixtures import DATES, GRID, cell_box, write_run
+
+P = TimelineParams(enter=0.7, exit=0.5)
+LOW = 0.1
+
+
+def intervals(values, params=P):
+    """Intervals of one chip's series (None = unknown) as (start, last, end|None, support) tuples."""
+    known = [(t, v) for t, v in enumerate(values) if v is not None]
+    chip = np.zeros(len(known), np.int64)
+    date = np.array([t for t, _ in known], np.int32)
+    score = np.array([v for _, v in known], np.float32)
+    iv = chip_intervals(chip, date, score, len(values), params)
+    return [(int(s), int(la), None if int(e) == len(values) else int(e), int(n))
+            for s, la, e, n in zip(iv.start, iv.last, iv.end, iv.support)]
+
+
+def test_start_and_end_dates():
+    assert intervals([LOW, LOW, 0.9, 0.9, 0.8, LOW, LOW, LOW]) == [(2, 4, 5, 3)]
+
+
+def test_occluded_dates_neither_start_continue_nor_end_activity():
+    # cloudy inside the site: one interval across the gap
+    assert intervals([LOW, 0.9, None, None, 0.9, LOW, LOW]) == [(1, 4, 5, 2)]
+    # cloudy before the first clear active view: the start is the first clear active date
+    assert intervals([LOW, None, None, 0.9, 0.9, LOW, LOW]) == [(3, 4, 5, 2)]
+    # an unknown date between the two low dates still ends it at the first low date
+    assert intervals([LOW, 0.9, 0.9, LOW, None, LOW]) == [(1, 2, 3, 2)]
+
+
+def test_one_date_blips_are_dropped():
+    assert intervals([LOW, 0.95, LOW, LOW, LOW, 0.99, LOW, LOW]) == []
+    assert intervals([LOW, 0.95, LOW, LOW], TimelineParams(enter=0.7, exit=0.5, min_revisits=1)) == [(1, 1, 2, 1)]
+
+
+def test_flicker_is_bridged_by_hysteresis():
+    # dips to 0.6 (above exit) and one dip to 0.4 (a single low date) stay one site
+    assert intervals([LOW, 0.9, 0.6, 0.9, 0.4, 0.9, 0.9, LOW, LOW]) == [(1, 6, 7, 5)]
+    # hovering between exit and enter never starts a site
+    assert intervals([0.6, 0.65, 0.6, 0.69, 0.6]) == []
+    # with end_revisits=1 the single low date ends it
+    p1 = TimelineParams(enter=0.7, exit=0.5, end_revisits=1)
+    assert intervals([LOW, 0.9, 0.6, 0.9, 0.4, 0.9, 0.9, LOW, LOW], p1) == [(1, 3, 4, 3), (5, 6, 7, 2)]
+
+
+def test_ongoing_at_the_last_date():
+    assert intervals([LOW, LOW, 0.9, 0.9]) == [(2, 3, None, 2)]
+    # a single low last date does not end it either (it could be one noisy date)
+    assert intervals([LOW, 0.9, 0.9, 0.9, LOW]) == [(1, 3, None, 3)]
+    # active on the last date only: not yet confirmed, not reported
+    assert intervals([LOW, LOW, LOW, 0.9]) == []
+
+
+def test_two_intervals_on_one_chip():
+    assert intervals([0.9, 0.9, LOW, LOW, LOW, 0.8, 0.9, 0.9]) == [(0, 1, 2, 2), (5, 7, None, 3)]
+
+
+def test_several_scenes_of_one_date_count_once_with_the_highest_score():
+    chip = np.array([0, 0, 0, 0], np.int64)
+    date = np.array([1, 1, 0, 2], np.int32)
+    score = np.array([0.2, 0.9, 0.1, 0.8], np.float32)
+    c, d, s = collapse_rows(chip, date, score, 3)
+    assert d.tolist() == [0, 1, 2] and s.tolist() == pytest.approx([0.1, 0.9, 0.8])
+
+
+def test_parameters_are_checked():
+    with pytest.raises(UsageError, match="exit"):
+        TimelineParams(enter=0.5, exit=0.7)
+    with pytest.raises(UsageError):
+        TimelineParams(min_revisits=0)
+    assert TimelineParams().resolve(0.72) == TimelineParams(enter=0.72, exit=0.52)
+    assert TimelineParams().resolve(None).enter == 0.5
+
+
+def _site_chips(result):
+    return sorted(tuple(sorted(s.chip_ids)) for s in result.sites)
+
+
+def test_adjacent_chips_active_at_overlapping_times_merge(tmp_path):
+    run = write_run(tmp_path / "run.gpkg", {
+        (100, 200): [LOW, 0.9, 0.9, 0.9, LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW],
+        (101, 201): [LOW, LOW, 0.9, 0.9, 0.9, LOW, LOW, LOW, LOW, LOW, LOW, LOW],  # diagonal neighbour
+        (102, 201): [LOW, LOW, LOW, LOW, LOW, 0.8, 0.9, LOW, LOW, LOW, LOW, LOW],  # touches the end: merged
+        (110, 200): [LOW, 0.9, 0.9, LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW],  # far away
+        (100, 201): [LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW, 0.9, 0.9, 0.9],  # adjacent, years later
+    })
+    result = build_timeline(run, P)
+    ids = {c: GRID.chip_id(*c) for c in [(100, 200), (101, 201), (102, 201), (110, 200), (100, 201)]}
+    assert _site_chips(result) == sorted([
+        tuple(sorted([ids[(100, 200)], ids[(101, 201)], ids[(102, 201)]])),
+        (ids[(110, 200)],), (ids[(100, 201)],)])
+    merged = next(s for s in result.sites if len(s.chip_ids) == 3)
+    assert (merged.start_date, merged.end_date, merged.last_active_date) == (DATES[1], DATES[7], DATES[6])
+    later = next(s for s in result.sites if s.chip_ids == (ids[(100, 201)],))
+    assert later.ongoing and later.end_date is None and later.start_date == DATES[9]
+    # numbered by start date, then west to east
+    assert [s.site_id for s in result.sites] == ["site_0001", "site_0002", "site_0003"]
+    assert [s.start_date for s in result.sites] == sorted(s.start_date for s in result.sites)
+
+
+def test_unknown_is_never_negative_in_the_site_observations(tmp_path):
+    run = write_run(tmp_path / "run.gpkg", {
+        (5, 5): [LOW, 0.9, "cloud", None, "failed", 0.9, 0.85, LOW, LOW, "shadow", LOW, LOW],
+        (50, 50): [LOW] * 12})  # another chip seen on every date: every date was processed
+    result = build_timeline(run, P)
+    (site,) = result.sites
+    assert (site.start_date, site.last_active_date, site.end_date) == (DATES[1], DATES[6], DATES[7])
+    assert site.unknown_dates == 3 and site.supporting_dates == 3 and site.dates_in_span == 6
+    obs = result.observations(site)
+    assert [o.status.value for o in obs] == ["inactive", "active", "unknown", "unknown", "unknown", "active",
+                                             "active", "inactive", "inactive", "unknown", "inactive", "inactive"]
+    assert [o.phase.value for o in obs][:3] == ["No Activity", "Active Construction", "Unknown"]
+    assert obs[8].phase.value == "Post Construction"
+    assert [o.occluded for o in obs] == [o.score is None for o in obs]
+    rows = read_site_observations(run)[site.site_id]
+    assert [r["status"] for r in rows] == [o.status.value for o in obs]
+    assert [r["occluded"] for r in rows] == [int(o.occluded) for o in obs]
+    assert rows[2]["score"] is None and rows[1]["score"] == pytest.approx(0.9)
+    assert rows[1]["source"] == "scene_20220201"
+
+
+def test_footprint_comes_from_the_active_cells(tmp_path):
+    cells = {(7, 7): cell_box(7, 7, 2, 3, 3)}
+    run = write_run(tmp_path / "run.gpkg", {(7, 7): [LOW, 0.9, 0.9, LOW, LOW] + [LOW] * 7}, cells=cells)
+    (site,) = build_timeline(run, P).sites
+    assert site.area_m2 == pytest.approx((3 * 32) ** 2)
+    assert site.footprint.equals(cells[(7, 7)])
+    (row,) = read_sites(run)
+    assert row["area_m2"] == pytest.approx((3 * 32) ** 2) and row["geometry"].equals(cells[(7, 7)])
+
+
+def _table_digest(path, table):
+    conn = sqlite3.connect(str(path))
+    try:
+        rows = conn.execute('SELECT * FROM "%s" ORDER BY 1' % table).fetchall()
+    finally:
+        conn.close()
+    return hashlib.sha256(repr(rows).encode()).hexdigest(), len(rows)
+
+
+def test_layers_for_qgis_rerun_replaces_and_detections_are_untouched(tmp_path):
+    run = write_run(tmp_path / "run.gpkg", {
+        (1, 1): [LOW, 0.9, 0.9, 0.9, LOW, LOW] + [LOW] * 6,
+        (9, 9): [LOW] * 8 + [0.9, 0.9, 0.9, 0.9]})
+    before = {t: _table_digest(run, t) for t in ("detections", "chips", "activity", "runs")}
+    first = build_timeline(run, P)
+    second = build_timeline(run, TimelineParams(enter=0.8, exit=0.6, min_revisits=3))
+    assert {t: _table_digest(run, t) for t in before} == before
+    layers = dict(pyogrio.list_layers(run))
+    assert layers["sites"] == "MultiPolygon" and layers["site_observations"] == "MultiPolygon"
+    info = pyogrio.read_info(run, layer="sites")
+    assert info["crs"] == "EPSG:32614" and info["features"] == len(second.sites) == len(first.sites) == 2
+    types = dict(zip(info["fields"], info["dtypes"]))
+    assert types["start_date"].startswith("datetime64") and types["temporal_end"].startswith("datetime64")
+    obs = pyogrio.read_info(run, layer="site_observations")
+    assert obs["features"] == 2 * len(DATES)  # replaced, not appended
+    assert dict(zip(obs["fields"], obs["dtypes"]))["date"].startswith("datetime64")
+    conn = sqlite3.connect(str(run))
+    try:
+        builds = conn.execute("SELECT params FROM timeline_runs ORDER BY id").fetchall()
+        ongoing = conn.execute("SELECT end_date, temporal_end, ongoing FROM sites WHERE ongoing=1").fetchall()
+    finally:
+        conn.close()
+    assert [b[0] for b in builds] == [
+        '{"end_revisits": 2, "enter": 0.7, "exit": 0.5, "min_revisits": 2}',
+        '{"end_revisits": 2, "enter": 0.8, "exit": 0.6, "min_revisits": 3}']
+    assert ongoing == [(None, DATES[-1], 1)]
+
+
+def test_threshold_defaults_to_the_default_models_when_the_run_used_it(tmp_path):
+    from groundbreak.model import load_model_package
+
+    model = load_model_package(None)
+    run = write_run(tmp_path / "run.gpkg", {(1, 1): [LOW, 0.9, 0.9, LOW, LOW] + [LOW] * 7},
+                    model_sha256=model.sha256)
+    result = build_timeline(run)
+    assert result.params.enter == pytest.approx(model.threshold) and model.model_id in result.threshold_source
+    other = write_run(tmp_path / "other.gpkg", {(1, 1): [LOW] * 12})
+    assert build_timeline(other).params.enter == 0.5
+
+
+def test_one_aoi_at_a_time_keeps_the_other_aois_sites(tmp_path):
+    aoi = {(1, 1): "north", (3, 3): "south", (6, 6): "north,south"}
+    active = [LOW, 0.9, 0.9, LOW, LOW] + [LOW] * 7
+    run = write_run(tmp_path / "run.gpkg", {(1, 1): active, (3, 3): active, (6, 6): active}, aoi=aoi)
+    north = build_timeline(run, P, aoi_id="north")
+    south = build_timeline(run, P, aoi_id="south")
+    assert _site_chips(north) == [(GRID.chip_id(1, 1),), (GRID.chip_id(6, 6),)]
+    assert _site_chips(south) == [(GRID.chip_id(3, 3),), (GRID.chip_id(6, 6),)]
+    assert all(s.site_id.startswith("south_site_") for s in south.sites)
+    rows = read_sites(run)
+    assert sorted({r["aoi_id"] for r in rows}) == ["north", "south"]
+    assert len(read_sites(run, aoi_id="north")) == len(north.sites)
+    build_timeline(run, P, aoi_id="north")  # a rebuild of north leaves south alone
+    assert len(read_sites(run, aoi_id="south")) == len(south.sites)
+
+
+def test_missing_rows_on_shifted_dates_make_no_phantom_change(tmp_path):
+    # A scene whose footprint is a few metres off misses an edge chip on some dates: no row, so
+    # unknown; the chip never turns active or inactive because of it.
+    run = write_run(tmp_path / "run.gpkg", {
+        (4, 4): [LOW, LOW, 0.9, None, 0.9, None, 0.9, 0.9, None, 0.9, LOW, LOW],
+        (6, 4): [LOW, None, LOW, None, LOW, None, LOW, LOW, None, LOW, LOW, None],
+        (9, 4): [LOW] * 12})
+    result = build_timeline(run, P)
+    (site,) = result.sites
+    assert (site.chip_ids, site.start_date, site.end_date) == ((GRID.chip_id(4, 4),), DATES[2], DATES[10])
+    assert site.unknown_dates == 3 and result.stats["rows"] == 9 + 7 + 12
