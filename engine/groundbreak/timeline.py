@@ -136,6 +136,9 @@ class TimelineParams:
     min_revisits: int = 2
     #: Consecutive known dates below ``exit`` that end an interval (2: one low date is bridged).
     end_revisits: int = 2
+    #: Touching chips merge only when their active cells come this close (metres): two sites a few
+    #: hundred metres apart in neighbouring chips stay two. Chips without cells merge on touching.
+    merge_gap_m: float = 64.0
 
     def __post_init__(self) -> None:
         for name in ("enter", "exit"):
@@ -146,6 +149,8 @@ class TimelineParams:
         if self.enter is not None and self.exit is not None and self.exit > self.enter:
             raise UsageError("timeline exit threshold %.3f is above the enter threshold %.3f" % (self.exit, self.enter),
                              hint="hysteresis needs exit <= enter, e.g. --enter 0.7 --exit 0.5")
+        if not self.merge_gap_m >= 0:
+            raise UsageError("timeline merge gap %r m is negative" % self.merge_gap_m, hint="use e.g. 64")
         if self.min_revisits < 1 or self.end_revisits < 1:
             raise UsageError("timeline min_revisits and end_revisits must be at least 1",
                              hint="use 1 to accept single dates, 2 (the default) to need a repeat")
@@ -320,10 +325,13 @@ def _intervals_from(parts: List[Tuple[np.ndarray, ...]]) -> Intervals:
     return Intervals(cat[0][order].astype(np.int64), *(c[order].astype(np.int32) for c in cat[1:]))
 
 
-def group_intervals(cols: np.ndarray, rows: np.ndarray, iv: Intervals, n_dates: int) -> np.ndarray:
+def group_intervals(cols: np.ndarray, rows: np.ndarray, iv: Intervals, n_dates: int,
+                    footprints: Optional[np.ndarray] = None, gap_m: float = 64.0) -> np.ndarray:
     """Site label (0..n_sites-1) of every interval: intervals of touching chips (8-neighbourhood)
-    whose spans [start, min(end, last date)] overlap are one site. Labels are ordered by
-    (start date, westmost-northmost chip) so site numbers are stable across re-runs."""
+    whose spans [start, min(end, last date)] overlap are one site — provided their active-cell
+    ``footprints`` (one geometry or None per interval) are within ``gap_m`` of each other when
+    both have one. Labels are ordered by (start date, westmost-northmost chip) so site numbers
+    are stable across re-runs."""
     n = len(iv)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -350,8 +358,16 @@ def group_intervals(cols: np.ndarray, rows: np.ndarray, iv: Intervals, n_dates: 
             offs = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
             dst = order[np.repeat(lo, cnt) + offs]
             overlap = (iv.start[src] <= span_end[dst]) & (iv.start[dst] <= span_end[src])
-            src_all.append(src[overlap])
-            dst_all.append(dst[overlap])
+            src, dst = src[overlap], dst[overlap]
+            if footprints is not None and src.size:
+                a, b = footprints[src], footprints[dst]
+                both = np.array([x is not None and y is not None for x, y in zip(a, b)], bool)
+                near = np.ones(src.size, bool)
+                if both.any():
+                    near[both] = shapely.distance(np.array(list(a[both])), np.array(list(b[both]))) <= gap_m
+                src, dst = src[near], dst[near]
+            src_all.append(src)
+            dst_all.append(dst)
     label = np.arange(n, dtype=np.int64)
     if src_all:
         u = np.concatenate(src_all)
@@ -572,10 +588,10 @@ def build_timeline(gpkg: Path, params: TimelineParams = TimelineParams(), *, aoi
         chip, date, score = collapse_rows(series.chip, series.date, series.score, max(n_dates, 1))
         iv = chip_intervals(chip, date, score, n_dates, resolved)
         cols, rows, size_m = parse_chip_ids(series.chip_ids)
-        label = group_intervals(cols, rows, iv, n_dates)
+        cells = _read_activity(conn, aoi_id, series.chip_ids, series.dates, set(iv.chip.tolist()))
+        label = group_intervals(cols, rows, iv, n_dates, interval_footprints(iv, cells), resolved.merge_gap_m)
         arrays = site_arrays(chip, date, score, iv, label, n_dates, resolved)
         model_id = _run_model_id(conn)
-        cells = _read_activity(conn, aoi_id, series.chip_ids, series.dates, set(arrays.member_chip.tolist()))
         sites, obs_geoms = _make_sites(arrays, series, cols, rows, size_m, cells, aoi_id)
         stats: Dict[str, float] = {
             "rows": series.rows_total, "rows_inferred": series.rows_known, "chip_dates": int(chip.size),
@@ -616,6 +632,16 @@ def _read_activity(conn: sqlite3.Connection, aoi_id: Optional[str], chip_ids: Se
             continue
         out.setdefault((i, date_index[date]), []).append(geometry_from_blob(blob))
     return {k: (v[0] if len(v) == 1 else shapely.union_all(v)) for k, v in out.items()}
+
+
+def interval_footprints(iv: Intervals, cells: Dict[Tuple[int, int], BaseGeometry]) -> np.ndarray:
+    """Per interval, the union of its chip's active cells over its active dates (None without)."""
+    out = np.empty(len(iv), dtype=object)
+    for i in range(len(iv)):
+        c = int(iv.chip[i])
+        parts = [cells[(c, t)] for t in range(int(iv.start[i]), int(iv.last[i]) + 1) if (c, t) in cells]
+        out[i] = None if not parts else (parts[0] if len(parts) == 1 else shapely.union_all(parts))
+    return out
 
 
 def _multi(geom: BaseGeometry) -> BaseGeometry:

@@ -28,7 +28,7 @@ Files (``generate_world``): ``scenes/world_{seed}_{YYYYMMDD}.tif`` (+ ``_mask.ti
 (layer ``labels``, world CRS) with one feature per (site, date): site_id, date, phase, label, kind,
 valid_fraction (share of the polygon clear on that date); ``aoi.geojson``; ``world.json``.
 
-Public API: :class:`WorldSpec`, :func:`demo_spec`, :func:`test_spec`, :func:`generate_world`,
+Public API: :class:`WorldSpec`, :func:`demo_spec`, :func:`timeline_spec`, :func:`test_spec`, :func:`generate_world`,
 :func:`load_world`, :func:`generate_large_scene`, :class:`WorldManifest`.
 """
 
@@ -69,6 +69,12 @@ KINDS = ("construction", "tilled_field", "sports_field", "parking")
 BAND_NAMES = ("red", "green", "blue", "nir")
 MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 255
 DEFAULT_DATES = ("2022-05-18", "2022-08-27", "2023-06-14", "2024-05-09")
+SCHEDULES = ("staggered", "spans")
+_LATER_FIELDS = frozenset({"schedule"})
+#: Ten growing-season acquisitions over three years (winters are cloudy and snowy up north): the
+#: timeline demo's revisits, 5-10 weeks apart within a season.
+TIMELINE_DATES = ("2022-05-10", "2022-06-21", "2022-08-04", "2022-09-16", "2023-05-12", "2023-06-26",
+                  "2023-08-09", "2023-09-19", "2024-05-14", "2024-07-02")
 
 # Sun at ~10:30 local time in mid-latitude summer: from the south-east, 50 degrees up. Shadows fall
 # to the north-west; per metre of object height they move this far on the ground (x east, y north).
@@ -108,6 +114,10 @@ class WorldSpec:
     mask_kind: str = "classes"
     tile: int = 256
     compress: str = "deflate"
+    #: How construction sites are scheduled over the dates: "staggered" (each caught in progress on
+    #: one date; the original demo and training worlds) or "spans" (each starts between two dates
+    #: and runs for several, some ending before the last date: the timeline demo).
+    schedule: str = "staggered"
 
     def __post_init__(self) -> None:
         def bad(what: str, hint: str) -> UsageError:
@@ -125,6 +135,10 @@ class WorldSpec:
             raise bad(f"mask_kind {self.mask_kind!r} is not supported", 'use "classes", "udm2" or "none"')
         if not 0.0 <= self.cloud_fraction <= 0.9:
             raise bad(f"cloud_fraction {self.cloud_fraction} is outside [0, 0.9]", "use e.g. 0.15")
+        if self.schedule not in SCHEDULES:
+            raise bad(f"schedule {self.schedule!r} is not supported", 'use "staggered" or "spans"')
+        if self.schedule == "spans" and len(self.dates) < 5:
+            raise bad(f"schedule 'spans' needs at least 5 dates, got {len(self.dates)}", "add dates")
         if self.grid_shift_m < 0:
             raise bad(f"grid_shift_m {self.grid_shift_m} is negative", "use 0 for aligned dates")
         if self.tile % 16 or self.tile <= 0:
@@ -141,7 +155,10 @@ class WorldSpec:
             raise bad(f"dates {self.dates!r} are not strictly increasing", "sort them and drop repeats")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        # Fields added after a world format was fixed are left out at their defaults, so older
+        # specs keep their exact world.json (and their cached worlds stay valid).
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not (f.name in _LATER_FIELDS and getattr(self, f.name) == f.default)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorldSpec":
@@ -201,6 +218,13 @@ class WorldManifest:
 def demo_spec(seed: int = 7) -> WorldSpec:
     """A 6 x 6 km, 4-date world with 7 staggered construction sites (the `groundbreak demo` data)."""
     return WorldSpec(seed=seed, width=3072, height=3072, n_sites=7, n_lookalikes=6, cloud_fraction=0.15)
+
+
+def timeline_spec(seed: int = 7) -> WorldSpec:
+    """A 4 x 4 km, 10-date world whose 7 construction sites start between known dates and run for
+    several revisits (some end, some are still going at the last date): the timeline demo."""
+    return WorldSpec(seed=seed, width=2048, height=2048, dates=TIMELINE_DATES, n_sites=7, n_lookalikes=5,
+                     cloud_fraction=0.18, schedule="spans")
 
 
 def test_spec(seed: int = 1) -> WorldSpec:
@@ -1062,6 +1086,29 @@ def _site_timelines(spec: WorldSpec, rng: np.random.Generator) -> list[tuple[int
     return out
 
 
+def _site_spans(spec: WorldSpec, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """Sites that start between two dates and stay active for at least three revisits.
+
+    Each site is first seen (in preparation) on date ``first`` >= 1, so it is seen bare of
+    activity at least once; it ends (Post Construction) between two later dates, at least three
+    revisits on, or after the last date (still going). Ends one date before the last are avoided:
+    a single post-construction view cannot confirm an end."""
+    days = [_dt.date.fromisoformat(d).toordinal() for d in spec.dates]
+    n = len(days)
+    firsts = [1 + (i % (n - 4)) for i in range(spec.n_sites)]
+    rng.shuffle(firsts)
+    out = []
+    for first in firsts:
+        prep = days[first] - int(rng.integers(3, max(4, min(40, days[first] - days[first - 1]))))
+        ends = [j for j in range(first + 3, n - 1)] + [n]
+        j = int(rng.choice(ends))
+        post = days[j] - int(rng.integers(3, max(4, min(40, days[j] - days[j - 1])))) if j < n else days[-1] + 180
+        active = prep + int(rng.integers(30, 90))
+        active = min(active, (prep + post) // 2)
+        out.append((prep, active, post))
+    return out
+
+
 def _phase(days: tuple[int, int, int] | None, day: int) -> str:
     if days is None or day < days[0]:
         return "No Activity"
@@ -1080,7 +1127,8 @@ def _build_layout(spec: WorldSpec) -> _Layout:
     b.add_farmsteads()
     sites: list[_Site] = []
     # Sites first (they need room near roads), then the look-alikes, in a fixed order.
-    timelines = _site_timelines(spec, np.random.default_rng([spec.seed, 2]))
+    schedule = _site_spans if spec.schedule == "spans" else _site_timelines
+    timelines = schedule(spec, np.random.default_rng([spec.seed, 2]))
     for i, days in enumerate(timelines):
         site = b.construction(i + 1, days)
         if site is None:

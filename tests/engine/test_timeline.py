@@ -96,8 +96,13 @@ def _site_chips(result):
     return sorted(tuple(sorted(s.chip_ids)) for s in result.sites)
 
 
+def _whole(*chips):
+    return {c: cell_box(*c, 0, 0, 16) for c in chips}
+
+
 def test_adjacent_chips_active_at_overlapping_times_merge(tmp_path):
-    run = write_run(tmp_path / "run.gpkg", {
+    cells = _whole((100, 200), (101, 201), (102, 201), (110, 200), (100, 201))
+    run = write_run(tmp_path / "run.gpkg", cells=cells, series={
         (100, 200): [LOW, 0.9, 0.9, 0.9, LOW, LOW, LOW, LOW, LOW, LOW, LOW, LOW],
         (101, 201): [LOW, LOW, 0.9, 0.9, 0.9, LOW, LOW, LOW, LOW, LOW, LOW, LOW],  # diagonal neighbour
         (102, 201): [LOW, LOW, LOW, LOW, LOW, 0.8, 0.9, LOW, LOW, LOW, LOW, LOW],  # touches the end: merged
@@ -116,6 +121,17 @@ def test_adjacent_chips_active_at_overlapping_times_merge(tmp_path):
     # numbered by start date, then west to east
     assert [s.site_id for s in result.sites] == ["site_0001", "site_0002", "site_0003"]
     assert [s.start_date for s in result.sites] == sorted(s.start_date for s in result.sites)
+
+
+def test_touching_chips_with_distant_active_cells_stay_two_sites(tmp_path):
+    active = [LOW, 0.9, 0.9, 0.9, LOW, LOW] + [LOW] * 6
+    near = {(30, 30): cell_box(30, 30, 4, 14, 2), (31, 30): cell_box(31, 30, 4, 0, 2)}  # 0 m apart
+    far = {(40, 30): cell_box(40, 30, 4, 2, 2), (41, 30): cell_box(41, 30, 4, 12, 2)}  # 768 m apart
+    run = write_run(tmp_path / "run.gpkg", {c: active for c in [*near, *far]}, cells={**near, **far})
+    assert _site_chips(build_timeline(run, P)) == sorted([
+        (GRID.chip_id(30, 30), GRID.chip_id(31, 30)), (GRID.chip_id(40, 30),), (GRID.chip_id(41, 30),)])
+    merged_anyway = build_timeline(run, TimelineParams(enter=0.7, exit=0.5, merge_gap_m=1000))
+    assert len(merged_anyway.sites) == 2
 
 
 def test_unknown_is_never_negative_in_the_site_observations(tmp_path):
@@ -182,8 +198,8 @@ def test_layers_for_qgis_rerun_replaces_and_detections_are_untouched(tmp_path):
     finally:
         conn.close()
     assert [b[0] for b in builds] == [
-        '{"end_revisits": 2, "enter": 0.7, "exit": 0.5, "min_revisits": 2}',
-        '{"end_revisits": 2, "enter": 0.8, "exit": 0.6, "min_revisits": 3}']
+        '{"end_revisits": 2, "enter": 0.7, "exit": 0.5, "merge_gap_m": 64.0, "min_revisits": 2}',
+        '{"end_revisits": 2, "enter": 0.8, "exit": 0.6, "merge_gap_m": 64.0, "min_revisits": 3}']
     assert ongoing == [(None, DATES[-1], 1)]
 
 
