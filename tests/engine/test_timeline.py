@@ -242,3 +242,61 @@ def test_missing_rows_on_shifted_dates_make_no_phantom_change(tmp_path):
     (site,) = result.sites
     assert (site.chip_ids, site.start_date, site.end_date) == ((GRID.chip_id(4, 4),), DATES[2], DATES[10])
     assert site.unknown_dates == 3 and result.stats["rows"] == 9 + 7 + 12
+
+
+def test_cli_builds_the_timeline_and_the_smart_export(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from groundbreak.cli import cli
+
+    run = write_run(tmp_path / "run.gpkg", {(1, 1): [LOW, 0.9, 0.9, 0.9] + [LOW] * 8, (9, 9): [LOW] * 12})
+    res = CliRunner().invoke(cli, ["timeline", "--in", str(run), "--enter", "0.7", "--exit", "0.5", "--json",
+                                   "--smart", str(tmp_path / "smart"), "--region-id", "US_R901"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["params"] == {"enter": 0.7, "exit": 0.5, "min_revisits": 2, "end_revisits": 2, "merge_gap_m": 64.0}
+    assert [s["start_date"] for s in doc["sites"]] == [DATES[1]] and doc["sites"][0]["end_date"] == DATES[4]
+    assert [p.rsplit("/", 1)[-1] for p in doc["smart"]["site_models"]] == ["US_R901_0001.geojson"]
+    bad = CliRunner().invoke(cli, ["timeline", "--in", str(run), "--enter", "0.5", "--exit", "0.7"])
+    assert bad.exit_code == 2 and "exit threshold" in bad.stderr
+    missing = CliRunner().invoke(cli, ["timeline", "--in", str(tmp_path / "nope.gpkg")])
+    assert missing.exit_code == 1 and "no run GeoPackage" in missing.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_naip_farmland_series_reports_at_most_one_site(tmp_path):
+    """Five real NAIP dates of North Dakota farmland (no construction; grids off by 0.6-3 m between
+    dates), run with the default 2 m model resampled from 5 m: at most one site (issue 8)."""
+    import os
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from groundbreak.cli import cli
+    from conftest import write_aoi
+
+    data = os.environ.get("GROUNDBREAK_REAL_DATA")
+    if not data:
+        pytest.skip("GROUNDBREAK_REAL_DATA is not set (path to ../shared/data)")
+    import rasterio
+    from rasterio.warp import transform_bounds
+    from shapely.geometry import box
+
+    scenes = sorted((Path(data) / "naip").glob("*.tif"))
+    bounds = []
+    for p in scenes:
+        with rasterio.open(p) as src:
+            bounds.append(transform_bounds(src.crs, "EPSG:4326", *src.bounds))
+    w, s = max(b[0] for b in bounds), max(b[1] for b in bounds)
+    e, n = min(b[2] for b in bounds), min(b[3] for b in bounds)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [box(w, s, e, n)], crs="EPSG:4326", ids=["naip"])
+    out = tmp_path / "naip.gpkg"
+    res = CliRunner().invoke(cli, ["run", "--aoi", str(aoi), "--scenes", *map(str, scenes), "--out", str(out),
+                                   "--allow-resample"])
+    assert res.exit_code == 0, res.stderr
+    result = build_timeline(out)
+    assert len(result.dates) == 5 and result.stats["chips"] >= 50
+    assert len(result.sites) <= 1, [(s.site_id, s.start_date, s.peak_score) for s in result.sites]
