@@ -64,12 +64,12 @@ def run_demo(
     seed: int = DEMO_SEED,
     model: Optional[ModelPackage] = None,
     world_dir: Optional[Path] = None,
-    options: RunOptions = RunOptions(),
+    options: Optional[RunOptions] = None,
     reporter: Optional[Reporter] = None,
     cancel: Optional[CancelToken] = None,
 ) -> DemoResult:
-    from .smart import SmartOptions, export_smart
     from .sitescore import evaluate_sites
+    from .smart import SmartOptions, export_smart
     from .world import generate_world, timeline_spec
 
     reporter = reporter or Reporter(command="demo")
@@ -82,7 +82,7 @@ def run_demo(
     plan = plan_inputs([str(world.aoi)], [str(p) for p in world.scene_paths], model, reporter=reporter)
     grid = plan.grid
     out = out_dir / "detections.gpkg"
-    options = RunOptions(**{**_options_dict(options), "overwrite": True})
+    options = RunOptions(**{**_options_dict(options or RunOptions()), "overwrite": True})
     result = run_detection(plan, model, out, options=options, reporter=reporter, cancel=cancel,
                            command="groundbreak demo")
     truth = _score_against_truth(out, world, grid, model)
@@ -177,7 +177,7 @@ def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel
         image = Image.fromarray(np.moveaxis(img8, 0, -1), "RGB")
         draw = ImageDraw.Draw(image)
 
-        def to_px(x: float, y: float) -> Tuple[float, float]:
+        def to_px(x: float, y: float, inv=inv, sx=sx, sy=sy) -> Tuple[float, float]:
             col, row = inv * (x, y)
             return col * sx, row * sy
 
@@ -279,11 +279,11 @@ def write_world_truth(world, out_dir: Path, region_id: str) -> Path:
                  "end_date": (site.end_date if positive else None) or last, "originator": "te", "validated": "True",
                  "misc_info": {"world_site_id": site.site_id, "kind": site.kind, "prep_start": site.start_date,
                                "post_start": site.end_date}}
-        doc = {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "properties": props, "geometry": feats[0]["geometry"]}]}
+        features: List[dict] = [{"type": "Feature", "properties": props, "geometry": feats[0]["geometry"]}]
+        doc = {"type": "FeatureCollection", "features": features}
         for f in feats:
             p = f["properties"]
-            doc["features"].append({"type": "Feature", "geometry": {
+            features.append({"type": "Feature", "geometry": {
                 "type": "MultiPolygon", "coordinates": [f["geometry"]["coordinates"]]}, "properties": {
                 "type": "observation", "observation_date": p["date"], "source": None, "sensor_name": None,
                 "current_phase": p["phase"] if positive else None,
@@ -328,6 +328,7 @@ def write_timeline_plot(path: Path, timeline: TimelineResult, report, world, *, 
     import matplotlib.pyplot as plt
 
     sites = list(timeline.sites[:max_sites])
+    enter, exit_ = float(timeline.params.enter or 0.0), float(timeline.params.exit or 0.0)
     truth_of = {p: m for m in report.matches for p in m.proposal_ids}
     smart_of = {s.site_id: "%s_%04d" % ("ZZ_R%03d" % (world.spec.seed % 1000), i + 1)
                 for i, s in enumerate(timeline.sites)}
@@ -346,8 +347,8 @@ def write_timeline_plot(path: Path, timeline: TimelineResult, report, world, *, 
         ax.plot([d for d, k in zip(x, known) if k], scores[known], "o-", color="tab:red", ms=4, label="site score")
         ax.plot([d for d, k in zip(x, known) if not k], [0.02] * int((~known).sum()), "x", color="0.4", ms=7,
                 label="unknown (cloud, shadow, nodata)")
-        ax.axhline(timeline.params.enter, color="tab:orange", ls="--", lw=1, label="enter %.2f" % timeline.params.enter)
-        ax.axhline(timeline.params.exit, color="tab:orange", ls=":", lw=1, label="exit %.2f" % timeline.params.exit)
+        ax.axhline(enter, color="tab:orange", ls="--", lw=1, label="enter %.2f" % enter)
+        ax.axhline(exit_, color="tab:orange", ls=":", lw=1, label="exit %.2f" % exit_)
         end = dt.date.fromisoformat(site.end_date) if site.end_date else x[-1] + half
         ax.axvspan(dt.date.fromisoformat(site.start_date), end, color="tab:green", alpha=0.12, label="detected")
         m = truth_of.get(smart_of[site.site_id])

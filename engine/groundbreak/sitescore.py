@@ -40,7 +40,7 @@ import bisect
 import datetime as _dt
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -204,48 +204,50 @@ def truth_track(site: SmartSite, project, params: ScoreParams, region: Optional[
     reason = "" if role != "ignore" else ("status %s" % status)
     lo = _day(region.start_date) if region else None
     hi = _day(region.end_date) if region else None
-    start, end = _day(site.start_date), _day(site.end_date)
     obs = list(site.observations)
     if obs:  # the first/last observation without a date takes the site's dates
-        if obs[0].date is None and start is not None:
-            obs[0] = _replace_date(obs[0], site.start_date)
-        if obs[-1].date is None and end is not None:
-            obs[-1] = _replace_date(obs[-1], site.end_date)
-    obs = [o for o in obs if o.date]
-    if start is None or end is None:
+        if obs[0].date is None and site.start_date:
+            obs[0] = replace(obs[0], date=site.start_date)
+        if obs[-1].date is None and site.end_date:
+            obs[-1] = replace(obs[-1], date=site.end_date)
+    dated = [(d, o) for d, o in ((_day(o.date), o) for o in obs) if d is not None]
+    s0, e0 = _day(site.start_date), _day(site.end_date)
+    if s0 is None or e0 is None:
         role, reason = "ignore", "no start or end date"
-        start = start if start is not None else (lo if lo is not None else _day(obs[0].date) if obs else 0)
-        end = end if end is not None else (hi if hi is not None else _day(obs[-1].date) if obs else start)
+    first_day = dated[0][0] if dated else 0
+    start = s0 if s0 is not None else (lo if lo is not None else first_day)
+    end = e0 if e0 is not None else (hi if hi is not None else (dated[-1][0] if dated else start))
     if lo is not None and hi is not None:
         if end < lo or start > hi:
             role, reason = "ignore", "outside the region's dates"  # kept unclipped: matches stay neutral
         else:
             start, end = max(start, lo), min(end, hi)
         if status in PHASED_STATUSES:
-            obs = [o for o in obs if lo <= _day(o.date) <= hi]  # type: ignore[operator]
-    used = []
+            dated = [(d, o) for d, o in dated if lo <= d <= hi]
+    used = dated
     if status in PHASED_STATUSES:
-        first = next((o for o in obs if {"Site Preparation", "Active Construction"} & set(o.phases)), None)
+        active = {"Site Preparation", "Active Construction"}
+        first = next((d for d, o in dated if active & set(o.phases)), None)
         if first is None:
             if role != "ignore":
                 role, reason = "ignore", "positive_unbounded (no Site Preparation or Active Construction)"
         else:
-            start = _day(first.date)  # type: ignore[assignment]
-            post = next((o for o in obs if _day(o.date) >= start and o.phases  # type: ignore[operator]
-                         and set(o.phases) == {"Post Construction"}), None)
-            end = _day(post.date) if post is not None else (hi if hi is not None else end)  # type: ignore[assignment]
+            start = first
+            post = next((d for d, o in dated if d >= first and o.phases and set(o.phases) == {"Post Construction"}),
+                        None)
+            end = post if post is not None else (hi if hi is not None else end)
+        used = []
         seen_post = False
-        for o in obs:
+        for d, o in dated:
             if o.phases and set(o.phases) == {"No Activity"}:
                 continue
             if o.phases and set(o.phases) == {"Post Construction"}:
                 if seen_post:
                     continue
                 seen_post = True
-            used.append(o)
-    else:
-        used = obs
-    polys = [_clean(project(_boundary_parts(o.geometry, o.boundary))) for o in used]
+            used.append((d, o))
+    used.sort(key=lambda x: x[0])
+    polys = [_clean(project(_boundary_parts(o.geometry, o.boundary))) for _, o in used]
     union = shapely.union_all(polys) if polys else _clean(project(site.geometry))
     if region_metric is not None and role != "ignore" and not union.intersects(region_metric):
         role, reason = "ignore", "outside the region"
@@ -253,16 +255,8 @@ def truth_track(site: SmartSite, project, params: ScoreParams, region: Optional[
         role, reason = "ignore", "smaller than %.0f m² (%.0f m²)" % (params.min_area_m2, union.area)
     if role != "ignore" and not used:
         role, reason = "ignore", "no dated observation"
-    dates = tuple(_day(o.date) for o in used)  # type: ignore[misc]
-    order = np.argsort(dates, kind="stable")
-    return Track(site.site_id, role, status, int(start), int(max(end, start)), tuple(dates[i] for i in order),
-                 tuple(polys[i] for i in order), union, reason)
-
-
-def _replace_date(obs, date):
-    from dataclasses import replace
-
-    return replace(obs, date=date)
+    return Track(site.site_id, role, status, int(start), int(max(end, start)), tuple(d for d, _ in used),
+                 tuple(polys), union, reason)
 
 
 def proposal_track(site: SmartSite, project, region: Optional[SmartRegion] = None) -> Optional[Track]:
@@ -286,8 +280,6 @@ def _clip_to_region(track: Track, region: Optional[SmartRegion]) -> Optional[Tra
         return track
     if track.end < lo or track.start > hi:
         return None
-    from dataclasses import replace
-
     return replace(track, start=max(track.start, lo), end=min(track.end, hi))
 
 

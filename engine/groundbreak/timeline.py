@@ -696,7 +696,7 @@ def _ensure_layers(conn: sqlite3.Connection, gpkg: Path, epsg: int) -> None:
     from pyogrio.raw import write as ogr_write
 
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    kinds = {"str": object, "float": np.float64, "int": np.int32, "date": "datetime64[D]"}
+    kinds: Dict[str, object] = {"str": object, "float": np.float64, "int": np.int32, "date": "datetime64[D]"}
     for layer, fields in ((SITES_LAYER, SITE_FIELDS), (OBSERVATIONS_LAYER, OBSERVATION_FIELDS)):
         if layer in tables:
             cols = [r[1] for r in conn.execute('PRAGMA table_info("%s")' % layer)]
@@ -707,7 +707,7 @@ def _ensure_layers(conn: sqlite3.Connection, gpkg: Path, epsg: int) -> None:
                                    "(ogrinfo %s -sql 'DROP TABLE %s') and run again" % (gpkg, layer))
         try:
             ogr_write(str(gpkg), np.array([], dtype=object),
-                      [np.array([], dtype=kinds[t]) for _, t in fields], fields=[n for n, _ in fields],
+                      [np.zeros(0, dtype=kinds[t]) for _, t in fields], fields=[n for n, _ in fields],
                       layer=layer, driver="GPKG", geometry_type="MultiPolygon", crs="EPSG:%d" % epsg, append=True)
         except Exception as exc:  # GDAL's own error types (not OSError) for unwritable files
             raise OutputError("cannot add the %s layer to %s: %s" % (layer, gpkg, exc),

@@ -163,7 +163,7 @@ class WorldSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorldSpec":
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
         return cls(**kw)
 
 
@@ -596,7 +596,10 @@ class _Builder:
         return lines[0], lines[1]
 
     def add_roads_and_fields(self) -> None:
-        span = math.hypot(self.world.bounds[2] - self.world.bounds[0], self.world.bounds[3] - self.world.bounds[1]) / 2 + 200
+        span = (
+            math.hypot(self.world.bounds[2] - self.world.bounds[0], self.world.bounds[3] - self.world.bounds[1]) / 2
+            + 200
+        )
         us, vs = self.grid_lines(span)
         widths_u = [float(self.rng.choice([5.0, 6.0, 9.0], p=[0.45, 0.3, 0.25])) for _ in us]
         widths_v = [float(self.rng.choice([5.0, 6.0, 9.0], p=[0.45, 0.3, 0.25])) for _ in vs]
@@ -713,7 +716,9 @@ class _Builder:
                 coords = list(fields[int(k)].geom.exterior.coords)
                 e = int(self.rng.integers(0, 4))
                 edge = LineString([coords[e], coords[e + 1]])
-                self.bottom.append(self.feat(edge.buffer(self.rng.uniform(4, 7), cap_style="flat"), "forest", height=10))
+                self.bottom.append(
+                    self.feat(edge.buffer(self.rng.uniform(4, 7), cap_style="flat"), "forest", height=10)
+                )
 
     # ---- settlements ----------------------------------------------------------------------
 
@@ -789,9 +794,16 @@ class _Builder:
                                        ["roof_dark", "roof_grey", "roof_brown", "roof_red", "roof_white"], 6.0,
                                        [0.35, 0.25, 0.2, 0.12, 0.08])
                         for _t in range(int(self.rng.integers(0, 3))):
-                            tu, tv = lu + self.rng.uniform(-lot / 2, lot / 2), v + side * (setback + self.rng.uniform(10, 16))
+                            tu, tv = (
+                                lu + self.rng.uniform(-lot / 2, lot / 2),
+                                v + side * (setback + self.rng.uniform(10, 16)),
+                            )
                             tx, ty = x + (tu - x) * c - (tv - y) * s, y + (tu - x) * s + (tv - y) * c
-                            self.top.append(self.feat(Point(tx, ty).buffer(self.rng.uniform(2.5, 5.5), quad_segs=6), "tree", height=9))
+                            self.top.append(
+                                self.feat(
+                                    Point(tx, ty).buffer(self.rng.uniform(2.5, 5.5), quad_segs=6), "tree", height=9
+                                )
+                            )
                         along += lot
             self.blocked.append(outline.buffer(30))
 
@@ -814,11 +826,25 @@ class _Builder:
                            ["roof_red", "roof_metal", "roof_grey", "roof_white"], 7.0, [0.3, 0.35, 0.2, 0.15])
             for _b in range(int(self.rng.integers(0, 5))):
                 du, dv = self.rng.uniform(-size / 3, size / 3, 2)
-                self.top.append(self.feat(Point(x + du * c - dv * s, y + du * s + dv * c).buffer(self.rng.uniform(3.5, 7), quad_segs=8),
-                                          "roof_metal", height=10))
+                self.top.append(
+                    self.feat(
+                        Point(x + du * c - dv * s, y + du * s + dv * c).buffer(self.rng.uniform(3.5, 7), quad_segs=8),
+                        "roof_metal",
+                        height=10,
+                    )
+                )
             belt = yard.exterior.buffer(self.rng.uniform(5, 8)).difference(yard)
-            self.top.append(self.feat(belt.intersection(_rect(x, y, size * 3, size * 3, ang).difference(
-                _rect(x + size * 0.75 * (c + s), y + size * 0.75 * (s - c), size * 1.5, size * 1.5, ang))), "forest", height=10))
+            self.top.append(
+                self.feat(
+                    belt.intersection(
+                        _rect(x, y, size * 3, size * 3, ang).difference(
+                            _rect(x + size * 0.75 * (c + s), y + size * 0.75 * (s - c), size * 1.5, size * 1.5, ang)
+                        )
+                    ),
+                    "forest",
+                    height=10,
+                )
+            )
             self.blocked.append(yard.buffer(25))
 
     # ---- labelled places ------------------------------------------------------------------
@@ -873,11 +899,20 @@ class _Builder:
             feats = []
             if track:
                 feats.append(self.feat(_rect(x, y, ow, oh, ang).buffer(-1), "running_track"))
-            feats.append(self.feat(_rect(x, y, w + 6, h + 6, ang), "artificial_turf" if self.rng.random() < 0.35 else "turf", angle=ang))
+            feats.append(
+                self.feat(
+                    _rect(x, y, w + 6, h + 6, ang), "artificial_turf" if self.rng.random() < 0.35 else "turf", angle=ang
+                )
+            )
             field_box = _rect(x, y, w, h, ang)
             feats.append(self.feat(field_box.exterior.buffer(0.8), "field_line"))
             c, s = math.cos(ang + math.pi / 2), math.sin(ang + math.pi / 2)
-            feats.append(self.feat(LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(0.8), "field_line"))
+            feats.append(
+                self.feat(
+                    LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(0.8),
+                    "field_line",
+                )
+            )
             feats.append(self.feat(Point(x, y).buffer(9.15).exterior.buffer(0.8), "field_line"))
             self.blocked.append(outline.buffer(30))
             return _Site(sid, kind, outline, None, {"No Activity": tuple(feats)})
@@ -908,14 +943,22 @@ class _Builder:
                 v = row + off
                 if v > h / 2 - 3:
                     break
-                line = LineString([(x - c * w / 2 + nx * v, y - s * w / 2 + ny * v), (x + c * w / 2 + nx * v, y + s * w / 2 + ny * v)])
+                line = LineString(
+                    [(x - c * w / 2 + nx * v, y - s * w / 2 + ny * v), (x + c * w / 2 + nx * v, y + s * w / 2 + ny * v)]
+                )
                 feats.append(self.feat(line.buffer(0.35, cap_style="flat"), "paint"))
                 along = -w / 2 + 2
                 while along < w / 2 - 2:
                     if self.rng.random() < occupancy:
                         cx = x + c * along + nx * (v + 2.6)
                         cy = y + s * along + ny * (v + 2.6)
-                        feats.append(self.feat(_rect(cx, cy, 1.9, 4.6, ang + math.pi / 2), str(self.rng.choice(_CAR_COLOURS)), height=1.5))
+                        feats.append(
+                            self.feat(
+                                _rect(cx, cy, 1.9, 4.6, ang + math.pi / 2),
+                                str(self.rng.choice(_CAR_COLOURS)),
+                                height=1.5,
+                            )
+                        )
                     along += 2.7
             row += 18.0
         return feats
@@ -933,7 +976,9 @@ class _Builder:
         nx, ny = -s, c
         if self.road_lines:  # turn the site's frame so its road side is -v
             lines = shapely.MultiLineString([rl[0] for rl in self.road_lines])
-            if lines.distance(Point(x + nx * h / 2, y + ny * h / 2)) < lines.distance(Point(x - nx * h / 2, y - ny * h / 2)):
+            if lines.distance(Point(x + nx * h / 2, y + ny * h / 2)) < lines.distance(
+                Point(x - nx * h / 2, y - ny * h / 2)
+            ):
                 ang += math.pi
                 c, s, nx, ny = -c, -s, -nx, -ny
 
@@ -963,7 +1008,7 @@ class _Builder:
                 for u in np.arange(-w / 2 + 14, w / 2 - 10, self.rng.uniform(20, 26)):
                     buildings.append(_rect(*at(u, v), self.rng.uniform(9, 13), self.rng.uniform(10, 15), ang))
         else:
-            for k in range(int(self.rng.integers(1, 4))):
+            for _k in range(int(self.rng.integers(1, 4))):
                 buildings.append(_rect(*at(self.rng.uniform(-w / 3, w / 3), h * self.rng.uniform(0.1, 0.3)),
                                        self.rng.uniform(25, 60), self.rng.uniform(20, 40), ang))
         keep: list[Polygon] = []
@@ -974,8 +1019,16 @@ class _Builder:
         if not keep:  # every site builds something
             keep.append(_rect(*at(0, h * 0.08), w * 0.45, h * 0.35, ang))
         buildings = keep
-        streets = [LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)]).buffer(4, cap_style="flat").intersection(poly)
-                   for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)] if plan == "houses" else []
+        streets = (
+            [
+                LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)])
+                .buffer(4, cap_style="flat")
+                .intersection(poly)
+                for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)
+            ]
+            if plan == "houses"
+            else []
+        )
 
         tracks = []
         for _t in range(int(self.rng.integers(3, 8))):
@@ -986,10 +1039,21 @@ class _Builder:
                 a = ang + self.rng.choice([0, math.pi / 2, math.pi, -math.pi / 2]) + self.rng.normal(0, 0.2)
                 pts.append((px + step * math.cos(a), py + step * math.sin(a)))
             tracks.append(LineString(pts).buffer(self.rng.uniform(1.6, 2.6)).intersection(poly))
-        piles = [_blob(self.rng, *at(self.rng.uniform(-w / 2 + 15, w / 2 - 15), h / 2 - 12), self.rng.uniform(6, 14), 0.5, 16)
-                 for _p in range(int(self.rng.integers(2, 6)))]
-        machines = [_rect(*at(self.rng.uniform(-w / 2.5, w / 2.5), self.rng.uniform(-h / 2.5, h / 2.5)), 3.2, 7, ang + self.rng.uniform(0, 3.1))
-                    for _m in range(int(self.rng.integers(1, 5)))]
+        piles = [
+            _blob(
+                self.rng, *at(self.rng.uniform(-w / 2 + 15, w / 2 - 15), h / 2 - 12), self.rng.uniform(6, 14), 0.5, 16
+            )
+            for _p in range(int(self.rng.integers(2, 6)))
+        ]
+        machines = [
+            _rect(
+                *at(self.rng.uniform(-w / 2.5, w / 2.5), self.rng.uniform(-h / 2.5, h / 2.5)),
+                3.2,
+                7,
+                ang + self.rng.uniform(0, 3.1),
+            )
+            for _m in range(int(self.rng.integers(1, 5)))
+        ]
         trailer = _rect(*at(float(self.rng.uniform(-w / 3, w / 3)), -h / 2 + 9), 12, 3.5, ang)
         pond = _rect(*at(w / 2 - 20, -h / 2 + 16), 26, 18, ang) if self.rng.random() < 0.5 else None
 
@@ -1010,7 +1074,12 @@ class _Builder:
         active += [f(t, "compacted") for t in tracks[:2] if not t.is_empty]
         active += [f(st, "gravel") for st in streets]
         if plan != "houses":
-            active.append(f(LineString([at(-w / 2 + 5, -h / 2 + 20), at(w / 2 - 5, -h / 2 + 20)]).buffer(4, cap_style="flat"), "gravel"))
+            active.append(
+                f(
+                    LineString([at(-w / 2 + 5, -h / 2 + 20), at(w / 2 - 5, -h / 2 + 20)]).buffer(4, cap_style="flat"),
+                    "gravel",
+                )
+            )
         for b in buildings:
             # a graded gravel pad under every footprint, then the footprint's current state
             active.append(f(b.buffer(4, join_style="mitre"), "gravel"))
@@ -1043,7 +1112,9 @@ class _Builder:
             post.extend(self.parking(lot, *at(0, -h / 2 + 22), w - 20, 30, ang))
         if self.rng.random() < 0.3:
             post.append(f(_rect(*at(w / 2 - 30, h / 2 - 25), 40, 30, ang), "cleared", angle=ang))
-        roofs = ["roof_white", "roof_grey", "roof_metal"] if plan != "houses" else ["roof_dark", "roof_grey", "roof_brown"]
+        roofs = (
+            ["roof_white", "roof_grey", "roof_metal"] if plan != "houses" else ["roof_dark", "roof_grey", "roof_brown"]
+        )
         for b in buildings:
             post.append(f(b, str(self.rng.choice(roofs)), angle=ang, height=5 if plan == "houses" else 9))
         for _t in range(int(self.rng.integers(4, 14))):
@@ -1052,7 +1123,11 @@ class _Builder:
             if poly.contains(tree):
                 post.append(f(tree, "tree", height=4))
         self.blocked.append(poly.buffer(40))
-        layers = {"Site Preparation": tuple(prep), "Active Construction": tuple(active), "Post Construction": tuple(post)}
+        layers = {
+            "Site Preparation": tuple(prep),
+            "Active Construction": tuple(active),
+            "Post Construction": tuple(post),
+        }
         return _Site(sid, "construction", poly, days, layers)
 
     def aoi(self) -> Polygon:
@@ -1062,7 +1137,10 @@ class _Builder:
         rad = 1 + 0.08 * np.sin(3 * phi + self.rng.uniform(0, 6)) + 0.05 * np.sin(5 * phi + self.rng.uniform(0, 6))
         sq = 1 / np.maximum(np.abs(np.cos(phi)), np.abs(np.sin(phi)))  # a squircle hugging the square
         rx, ry = (x1 - x0) / 2 * 0.9, (y1 - y0) / 2 * 0.9
-        pts = np.c_[self.cx + rx * np.cos(phi) * np.minimum(sq, 1.3) * rad, self.cy + ry * np.sin(phi) * np.minimum(sq, 1.3) * rad]
+        pts = np.c_[
+            self.cx + rx * np.cos(phi) * np.minimum(sq, 1.3) * rad,
+            self.cy + ry * np.sin(phi) * np.minimum(sq, 1.3) * rad,
+        ]
         return Polygon(pts).buffer(0).intersection(self.inset(2 * self.spec.gsd))
 
 
@@ -1477,7 +1555,9 @@ def _write_scene_files(spec: WorldSpec, scene: _DateScene, path: Path, mask_path
                     mprof.update(nodata=MASK_NODATA)
                 mdst = rasterio.open(mtmp, "w", **mprof)
                 if spec.mask_kind == "udm2":
-                    for i, name in enumerate(("clear", "snow", "shadow", "light_haze", "heavy_haze", "cloud", "confidence", "udm1"), 1):
+                    for i, name in enumerate(
+                        ("clear", "snow", "shadow", "light_haze", "heavy_haze", "cloud", "confidence", "udm1"), 1
+                    ):
                         mdst.set_band_description(i, name)
                 else:
                     mdst.set_band_description(1, "mask")
@@ -1496,7 +1576,7 @@ def _write_scene_files(spec: WorldSpec, scene: _DateScene, path: Path, mask_path
             finally:
                 if mdst is not None:
                     mdst.close()
-    if mtmp is not None:
+    if mtmp is not None and mask_path is not None:
         with rasterio.open(mtmp, "r+") as mdst:
             # decimated reads of the mask (a cheap screening prefilter) come from these overviews
             mdst.build_overviews([2, 4, 8, 16], rasterio.enums.Resampling.nearest)
@@ -1712,10 +1792,17 @@ def generate_world(out_dir: str | os.PathLike[str], spec: WorldSpec, *, force: b
         path = out / "scenes" / f"{stem}.tif"
         mask_path = None if spec.mask_kind == "none" else out / "scenes" / (
             f"{stem}_udm2.tif" if spec.mask_kind == "udm2" else f"{stem}_mask.tif")
-        tags = {"GROUNDBREAK_WORLD_SEED": str(spec.seed), "REFLECTANCE_SCALE": str(_UINT16_SCALE if spec.dtype == "uint16" else _UINT8_SCALE)}
+        tags = {
+            "GROUNDBREAK_WORLD_SEED": str(spec.seed),
+            "REFLECTANCE_SCALE": str(_UINT16_SCALE if spec.dtype == "uint16" else _UINT8_SCALE),
+        }
         cloud, nod = _write_scene(spec, scene, path, mask_path, strip, tags)
-        scenes.append(WorldScene(date, path, mask_path, tuple(scene.transform)[:6], scene.width, scene.height, cloud, nod))
-        log.info("world %s: wrote %s (cloud+shadow %.1f%%, nodata %.1f%%)", spec.seed, path.name, 100 * cloud, 100 * nod)
+        scenes.append(
+            WorldScene(date, path, mask_path, tuple(scene.transform)[:6], scene.width, scene.height, cloud, nod)
+        )
+        log.info(
+            "world %s: wrote %s (cloud+shadow %.1f%%, nodata %.1f%%)", spec.seed, path.name, 100 * cloud, 100 * nod
+        )
     days = [_dt.date.fromisoformat(d).toordinal() for d in spec.dates]
     sites = []
     for s in layout.sites:

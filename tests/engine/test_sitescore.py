@@ -10,10 +10,10 @@ import pytest
 import shapely
 from pyproj import Transformer
 from shapely.geometry import mapping
+from timeline_fixtures import DATES, GRID, cell_box, write_run
 
 from groundbreak.sitescore import ScoreParams, evaluate_sites
 from groundbreak.timeline import TimelineParams, build_timeline
-from timeline_fixtures import DATES, GRID, cell_box, write_run
 
 REAL = os.environ.get("GROUNDBREAK_REAL_DATA")
 needs_real = pytest.mark.skipif(not REAL, reason="needs GROUNDBREAK_REAL_DATA (the shared data folder)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import shapely
+from timeline_fixtures import DATES, write_run
 
 from groundbreak.errors import OutputError, UsageError
 from groundbreak.smart import (
@@ -18,12 +19,10 @@ from groundbreak.smart import (
     export_smart,
     find_region_model,
     mgrs_square,
-    read_site_model,
     read_site_models,
     smart_validator,
 )
 from groundbreak.timeline import TimelineParams, build_timeline
-from timeline_fixtures import DATES, write_run
 
 REAL = os.environ.get("GROUNDBREAK_REAL_DATA")
 needs_real = pytest.mark.skipif(not REAL, reason="needs GROUNDBREAK_REAL_DATA (the shared data folder)")

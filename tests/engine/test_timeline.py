@@ -8,6 +8,7 @@ import sqlite3
 import numpy as np
 import pyogrio
 import pytest
+from timeline_fixtures import DATES, GRID, cell_box, write_run
 
 from groundbreak.errors import UsageError
 from groundbreak.timeline import (
@@ -18,7 +19,6 @@ from groundbreak.timeline import (
     read_site_observations,
     read_sites,
 )
-from timeline_fixtures import DATES, GRID, cell_box, write_run
 
 P = TimelineParams(enter=0.7, exit=0.5)
 LOW = 0.1
@@ -274,9 +274,9 @@ def test_real_naip_farmland_series_reports_at_most_one_site(tmp_path):
     from pathlib import Path
 
     from click.testing import CliRunner
+    from conftest import write_aoi
 
     from groundbreak.cli import cli
-    from conftest import write_aoi
 
     data = os.environ.get("GROUNDBREAK_REAL_DATA")
     if not data:

@@ -402,7 +402,9 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     a = world.generate_world(tmp_path / "a", spec)
     b = world.generate_world(tmp_path / "b", spec)
     c = world.generate_world(tmp_path / "c", dataclasses.replace(spec, seed=4))
-    files = lambda m: [s.path for s in m.scenes] + [s.mask_path for s in m.scenes] + [m.labels_geojson, m.labels_gpkg]
+    def files(m):
+        return [s.path for s in m.scenes] + [s.mask_path for s in m.scenes] + [m.labels_geojson, m.labels_gpkg]
+
     assert [_sha(p) for p in files(a)] == [_sha(p) for p in files(b)]
     assert all(_sha(p) != _sha(q) for p, q in zip(files(a)[:2], files(c)[:2]))
     assert a.sites == b.sites

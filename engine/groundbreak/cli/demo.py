@@ -53,7 +53,7 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     if not ctx.obj.get("quiet"):
         print_run_summary(result.run, model)
         t = result.truth
-        s = result.sites
+        s: dict = dict(result.sites)
         click.echo(
             "  vs. truth     precision %.2f, recall %.2f, F1 %.2f on %d inferred chips (demo world labels)\n"
             "  sites         %d found of %d built (%d with the start within one revisit), %d reported where "

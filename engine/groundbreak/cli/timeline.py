@@ -68,7 +68,8 @@ def command(ctx, gpkg, aoi_id, enter, exit_, min_revisits, end_revisits, merge_g
             result.gpkg, len(result.sites), len(result.dates), result.dates[0] if result.dates else "-",
             result.dates[-1] if result.dates else "-"), err=True)
         click.echo("  params        enter %.3f (%s), exit %.3f, min %d revisit(s), end after %d low revisit(s)"
-                   % (p.enter, result.threshold_source, p.exit, p.min_revisits, p.end_revisits), err=True)
+                   % (p.enter or 0.0, result.threshold_source, p.exit or 0.0, p.min_revisits, p.end_revisits),
+                   err=True)
         for s in result.sites:
             click.echo("  %-14s %s → %s  peak %.2f, %d supporting date(s), %d unknown, %.0f m²" % (
                 s.site_id, s.start_date, s.end_date or "ongoing", s.peak_score, s.supporting_dates,
