@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -82,7 +82,7 @@ def run_demo(
     plan = plan_inputs([str(world.aoi)], [str(p) for p in world.scene_paths], model, reporter=reporter)
     grid = plan.grid
     out = out_dir / "detections.gpkg"
-    options = RunOptions(**{**_options_dict(options or RunOptions()), "overwrite": True})
+    options = replace(options or RunOptions(), overwrite=True)
     result = run_detection(plan, model, out, options=options, reporter=reporter, cancel=cancel,
                            command="groundbreak demo")
     truth = _score_against_truth(out, world, grid, model)
@@ -99,10 +99,6 @@ def run_demo(
     timeline_png = write_timeline_plot(out_dir / "timelines.png", timeline, report, world)
     return DemoResult(run=result, world_dir=world_dir, quicklook=quicklook, truth=truth, timeline=timeline,
                       sites=sites, timeline_png=timeline_png, smart_dir=smart_dir)
-
-
-def _options_dict(options: RunOptions) -> dict:
-    return {name: getattr(options, name) for name in options.__dataclass_fields__}
 
 
 def _truth_chips(world, grid) -> Dict[str, set]:
