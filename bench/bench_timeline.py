@@ -75,13 +75,14 @@ def run_core(args) -> dict:
     cols, rows, ci, di, sc, planted = synthesize(args.chips, args.dates, args.sites)
     known = ~np.isnan(sc)
     params = TimelineParams(enter=0.72, exit=0.52)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     chip, date, score = collapse_rows(ci[known], di[known], sc[known], args.dates)
     iv = chip_intervals(chip, date, score, args.dates, params)
     label = group_intervals(cols, rows, iv, args.dates)
     arrays = site_arrays(chip, date, score, iv, label, args.dates, params)
-    seconds = time.perf_counter() - t0
-    return {"mode": "core", "rows": int(ci.size), "rows_inferred": int(known.sum()), "intervals": len(iv),
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"mode": "core", "cpu_s": round(cpu, 2), "rows": int(ci.size), "rows_inferred": int(known.sum()),
+            "intervals": len(iv),
             "sites": int(arrays.start.size), "planted_sites": len(planted), "seconds": round(seconds, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "note": "peak RSS includes generating the 10M synthetic rows in this process"}
@@ -135,23 +136,24 @@ def write_gpkg(path: Path, args) -> int:
 def child(path: str) -> None:
     from groundbreak.timeline import TimelineParams, build_timeline
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = build_timeline(Path(path), TimelineParams(enter=0.72, exit=0.52))
-    print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "sites": len(r.sites), **r.stats,
+    print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - c0, 2),
+                      "sites": len(r.sites), **r.stats,
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
 def run_gpkg(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="gb-bench-timeline-") as tmp:
-        path = Path(tmp) / "run.gpkg"
+        path = Path(args.keep) if args.keep else Path(tmp) / "run.gpkg"
         t0 = time.perf_counter()
-        n = write_gpkg(path, args)
+        n = write_gpkg(path, args) if not path.exists() else -1  # --keep: reuse the file written before
         written = time.perf_counter() - t0
         proc = subprocess.run([sys.executable, __file__, "--child", str(path)], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT / "engine")), check=True)
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         size_mb = path.stat().st_size / 2**20
-    return {"mode": "gpkg", "rows": n, "planted_sites": args.sites, "gpkg_mb": round(size_mb),
+    return {"mode": "gpkg", "rows": n if n >= 0 else out["rows"], "planted_sites": args.sites, "gpkg_mb": round(size_mb),
             "write_s": round(written, 1), **out}
 
 
@@ -161,6 +163,8 @@ def main() -> int:
     ap.add_argument("--dates", type=int, default=250)
     ap.add_argument("--sites", type=int, default=400)
     ap.add_argument("--mode", choices=["core", "gpkg", "both"], default="both")
+    ap.add_argument("--keep", default=None, metavar="GPKG",
+                    help="write the run GeoPackage here and keep it (reused when it exists)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -174,8 +178,9 @@ def main() -> int:
         results.append(run_gpkg(args))
         print(json.dumps(results[-1]), flush=True)
     for r in results:
-        print("%-4s  %10d rows  %5d sites (%d planted)  %6.1f s  peak %6.0f MB" % (
-            r["mode"], r["rows"], r["sites"], r["planted_sites"], r["seconds"], r["peak_rss_mb"]))
+        print("%-4s  %10d rows  %5d sites (%d planted)  %6.1f s wall, %6.1f s CPU  peak %6.0f MB" % (
+            r["mode"], r["rows"], r["sites"], r["planted_sites"], r["seconds"], r.get("cpu_s", float("nan")),
+            r["peak_rss_mb"]))
     return 0
 
 
