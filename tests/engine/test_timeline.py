@@ -300,3 +300,11 @@ def test_real_naip_farmland_series_reports_at_most_one_site(tmp_path):
     result = build_timeline(out)
     assert len(result.dates) == 5 and result.stats["chips"] >= 50
     assert len(result.sites) <= 1, [(s.site_id, s.start_date, s.peak_score) for s in result.sites]
+
+
+def test_a_run_with_every_chip_clouded_has_no_sites_but_the_layers(tmp_path):
+    run = write_run(tmp_path / "run.gpkg", {(1, 1): ["cloud"] * 12, (2, 1): ["nodata"] * 12})
+    result = build_timeline(run, P)
+    assert result.sites == () and result.stats["rows"] == 24 and result.stats["rows_inferred"] == 0
+    assert pyogrio.read_info(run, layer="sites")["features"] == 0
+    assert read_site_observations(run) == {}
