@@ -153,8 +153,8 @@ def run_gpkg(args) -> dict:
                               env=dict(os.environ, PYTHONPATH=str(ROOT / "engine")), check=True)
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         size_mb = path.stat().st_size / 2**20
-    return {"mode": "gpkg", "rows": n if n >= 0 else out["rows"], "planted_sites": args.sites, "gpkg_mb": round(size_mb),
-            "write_s": round(written, 1), **out}
+    return {"mode": "gpkg", "rows": n if n >= 0 else out["rows"], "planted_sites": args.sites,
+            "gpkg_mb": round(size_mb), "write_s": round(written, 1), **out}
 
 
 def main() -> int:
