@@ -22,6 +22,7 @@ import shapely
 from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
 
+from .metrics import chip_scores, json_safe
 from .model import ModelPackage, load_model_package
 from .pipeline import RunOptions, RunResult, run_detection
 from .plan import plan_inputs
@@ -129,18 +130,12 @@ def _score_against_truth(out: Path, world, grid, model: ModelPackage) -> Dict[st
         rows = conn.execute("SELECT chip_id, date, score FROM chips WHERE status='inferred'").fetchall()
     finally:
         conn.close()
-    tp = fp = fn = 0
-    for chip_id, date, score in rows:
-        positive = chip_id in truth.get(date, set())
-        predicted = score is not None and score >= model.threshold
-        tp += positive and predicted
-        fp += (not positive) and predicted
-        fn += positive and not predicted
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"chips_scored": len(rows), "true_positives": tp, "false_positives": fp, "false_negatives": fn,
-            "precision": round(precision, 3), "recall": round(recall, 3), "f1": round(f1, 3)}
+    y_true = [chip_id in truth.get(date, set()) for chip_id, date, _ in rows]
+    y_pred = [score is not None and score >= model.threshold for _, _, score in rows]
+    s = chip_scores(y_true, y_pred)  # the one P/R/F1 of train and evaluate (undefined figures are NaN)
+    return {"chips_scored": len(rows), "true_positives": s.tp, "false_positives": s.fp, "false_negatives": s.fn,
+            "precision": json_safe(round(s.precision, 3)), "recall": json_safe(round(s.recall, 3)),
+            "f1": json_safe(round(s.f1, 3))}
 
 
 def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel: Optional[int] = None,

@@ -67,6 +67,7 @@ RUN_STATS: Tuple[str, ...] = (
     "chips_resumed", "chips_processed", "chips_dropped", "chips_inferred", "chips_failed", "detections",
     "seconds", "cpu_seconds", "chips_per_s", "inferred_per_s", "km2_per_h", "peak_rss_mb", "runtime",
     "batch_size", "forward_batch", "threads", "readers", "model_id", "model_demo", "timings", "resampled",
+    "timeline",
 )
 
 #: Statistics of a ``plan`` result that clients read.

@@ -205,9 +205,10 @@ def _run_context(gpkg: Path, aoi_id: Optional[str], epsg: int) -> Tuple[List[str
     the model provenance of a run GeoPackage."""
     import sqlite3
 
-    from .timeline import _aoi_filter, _connect
+    from .store import connect
+    from .timeline import _aoi_filter
 
-    conn = _connect(gpkg)
+    conn = connect(gpkg)
     try:
         where, args = _aoi_filter(aoi_id)
         dates = [r[0] for r in conn.execute("SELECT DISTINCT date FROM chips WHERE 1=1%s ORDER BY date" % where, args)]

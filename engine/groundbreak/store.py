@@ -22,8 +22,8 @@ import numpy as np
 import pyogrio
 import pyogrio.errors
 import shapely
-from shapely.geometry.base import BaseGeometry
 from pyogrio.raw import write as ogr_write
+from shapely.geometry.base import BaseGeometry
 
 from .errors import CorruptFileError, OutputError
 from .names import CHIP_STATUSES
@@ -173,11 +173,7 @@ class DetectionStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            # GDAL's R-tree triggers call these SQL functions; sqlite3 must provide them too.
-            conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
-            for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-                conn.create_function(name, 1, _envelope_getter(i), deterministic=True)
+            conn = connect(self.path)
             conn.execute("PRAGMA foreign_keys=OFF")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
@@ -395,6 +391,17 @@ class DetectionStore:
             self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A sqlite3 connection to a GeoPackage that can write its spatial layers: GDAL's R-tree triggers
+    call SQL functions (ST_IsEmpty, ST_MinX, …) that sqlite3 must provide. Autocommit mode: callers
+    open their transactions explicitly."""
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
+    for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
+        conn.create_function(name, 1, _envelope_getter(i), deterministic=True)
+    return conn
 
 
 def gpkg_blob(wkb: bytes, srs_id: int) -> bytes:

@@ -56,7 +56,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from .errors import CorruptFileError, MissingFileError, OutputError, UsageError
-from .store import _envelope_getter, _st_is_empty, geometry_from_blob, gpkg_blob
+from .store import connect, geometry_from_blob, gpkg_blob
 
 log = logging.getLogger(__name__)
 
@@ -469,22 +469,13 @@ def parse_chip_ids(chip_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, flo
 # --------------------------------------------------------------------------------------------
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    # The R-tree triggers GDAL puts on spatial layers call these SQL functions.
-    conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
-    for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-        conn.create_function(name, 1, _envelope_getter(i), deterministic=True)
-    return conn
-
-
 def _open_run(gpkg: Path) -> Tuple[sqlite3.Connection, int]:
     gpkg = Path(gpkg)
     if not gpkg.is_file():
         raise MissingFileError("no run GeoPackage at %s" % gpkg,
                                hint="give the --out file of a `groundbreak run` (or demo)")
     try:
-        conn = _connect(gpkg)
+        conn = connect(gpkg)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         row = conn.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name='chips'").fetchone()
     except sqlite3.DatabaseError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..metrics import fmt
 from ..pipeline import RunOptions
 from . import options
 from .common import install_cancel, make_reporter, open_model
@@ -54,14 +55,15 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
         t = result.truth
         s: dict = dict(result.sites)
         click.echo(
-            "  vs. truth     precision %.2f, recall %.2f, F1 %.2f on %d inferred chips (demo world labels)\n"
+            "  vs. truth     precision %s, recall %s, F1 %s on %d inferred chips (demo world labels)\n"
             "  sites         %d found of %d built (%d with the start within one revisit), %d reported where "
             "none was built; site F1 %s (SMART scoring)\n"
             "  start dates   error per found site, in revisits: %s (days: mean |error| %s, median %s, max %s)\n"
             "  quick-look    %s\n  timelines     %s\n  SMART         %s (proposals), %s (truth)\n"
             "  world         %s (synthetic, cached)\n"
             "  next          open %s in QGIS, or run `groundbreak run --help`"
-            % (t["precision"], t["recall"], t["f1"], t["chips_scored"], s["found"], s["truth_sites"],
+            % (fmt(t["precision"], ".2f"), fmt(t["recall"], ".2f"), fmt(t["f1"], ".2f"), t["chips_scored"],
+               s["found"], s["truth_sites"],
                s["found_with_start_within_one_revisit"], s["false_sites"], s["f1"],
                " ".join("%+d" % e if e is not None else "?" for e in s["start_error_revisits"]),
                s["start_error_days"].get("mean_abs"), s["start_error_days"].get("median"),

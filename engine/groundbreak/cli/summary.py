@@ -42,6 +42,9 @@ def print_run_summary(result: RunResult) -> None:
     if s.chips_resumed:
         lines.insert(4, "  resumed       %d chip(s) already done by an earlier attempt, %d new in this one"
                      % (s.chips_resumed, s.chips_processed))
+    if s.timeline is not None:
+        lines.append("  sites         %d over %d dates (%d ongoing at the last date): layers sites and "
+                     "site_observations" % (s.timeline["sites"], s.timeline["dates"], s.timeline["ongoing"]))
     for r in s.resampled:
         lines.append("  resampled     %s from %.2f m to the model's %.2f m grid"
                      % (r["scene_id"], r["from_m"], r["to_m"]))
