@@ -43,6 +43,7 @@ from . import aoi as aoi_mod
 from . import log, request, settings
 from .aoi_tool import POLYGON, RECTANGLE, AoiMapTool
 from .engine_process import EngineProcess, JsonQuery
+from .escalation import DEFAULT_POLICY, UNLOAD_POLICY
 from .live_layer import LiveDetections
 from .review import CONFIRMED, REJECTED, ReviewError, ReviewSession, export_labels
 from .stream import overall_percent, valid_features
@@ -78,6 +79,7 @@ class GroundbreakDock(QDockWidget):
         self.map_tool: Optional[AoiMapTool] = None
         self._shown_once = False
         self.aoi_band: Optional[QgsRubberBand] = None
+        self.stop_policy = DEFAULT_POLICY
         self._build()
 
     # ---------------------------------------------------------------- UI
@@ -495,7 +497,7 @@ class GroundbreakDock(QDockWidget):
         if self.engine is not None and self.engine.running:
             self.stage_label.setText("Cancelling after the current batch…")
             self.cancel_button.setEnabled(False)
-            self.engine.cancel()
+            self.engine.cancel(self.stop_policy)
 
     def _on_event(self, event) -> None:
         kind = event.type
@@ -657,15 +659,9 @@ class GroundbreakDock(QDockWidget):
         """Called when the plugin unloads: stop any run and drop canvas items."""
         for proc in (self.engine, self.planner):
             if proc is not None and proc.running:
-                proc.cancel()
-                proc.process.waitForFinished(3000)
-                if proc.running:
-                    proc.process.kill()
-                    proc.process.waitForFinished(1000)
+                proc.stop_and_wait(UNLOAD_POLICY)
         for query in list(self._queries):
-            if query.process is not None and query.process.state() != QProcess.NotRunning:
-                query.process.kill()
-                query.process.waitForFinished(1000)
+            query.kill()
         if self.map_tool is not None and self.canvas().mapTool() is self.map_tool:
             self.canvas().unsetMapTool(self.map_tool)
         if self.aoi_band is not None:

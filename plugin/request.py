@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .errors import PluginError
+
 # Inherited by QGIS from its own start-up; each breaks the engine's bundled GDAL/PROJ or its Python.
 DROPPED_ENV = ("PYTHONHOME", "PYTHONPATH", "GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "GDAL_DRIVER_PATH")
 
@@ -21,13 +23,8 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 BUNDLED_MODEL = "models/groundbreak-demo"
 
 
-class RequestError(ValueError):
+class RequestError(PluginError):
     """A request that cannot be turned into a command line (says what and how to fix)."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)

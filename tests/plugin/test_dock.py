@@ -230,10 +230,9 @@ def test_replayed_real_engine_stream(dock, qtbot, monkeypatch):
 
 
 def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
-    import plugin.engine_process as engine_process
+    from plugin.escalation import StopPolicy, StopStep
 
-    monkeypatch.setattr(engine_process, "TERMINATE_AFTER_MS", 300)
-    monkeypatch.setattr(engine_process, "KILL_AFTER_MS", 300)
+    dock.stop_policy = StopPolicy(cancel_grace_s=0.3, terminate_grace_s=0.3)
     monkeypatch.setenv("GB_FAKE_DELAY", "0.5")
     monkeypatch.setenv("GB_FAKE_IGNORE_CANCEL", "1")
     dock.add_scenes(["x.tif"])
@@ -247,6 +246,7 @@ def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
         dock.engine.received.connect(on_event)
     assert blocker.args[0] == "cancelled"
     assert not dock.engine.running
+    assert dock.engine.stopper.taken[:2] == [StopStep.CANCEL, StopStep.TERMINATE]
     assert dock.live.count >= 1 and dock.live.layers  # no output file: the live layer is kept
 
 
