@@ -1,4 +1,4 @@
-"""Writes detections.qml (run with /usr/bin/python3 and QT_QPA_PLATFORM=offscreen).
+"""Writes plugin/styles/detections.qml (run with /usr/bin/python3 and QT_QPA_PLATFORM=offscreen).
 
 Detections are coloured by score (the engine's threshold is usually 0.5); rejected reviews are
 drawn grey and dashed so the reviewed state is visible on the map.
@@ -12,7 +12,7 @@ from qgis.core import (
     QgsApplication, QgsFillSymbol, QgsRendererCategory, QgsRuleBasedRenderer, QgsVectorLayer,
 )
 
-HERE = Path(__file__).resolve().parent
+STYLES = Path(__file__).resolve().parents[2] / "plugin" / "styles"
 # Review states override the score colours; rules are not exclusive by themselves.
 UNREVIEWED = "coalesce(\"review\", '') NOT IN ('confirmed', 'rejected')"
 
@@ -41,7 +41,7 @@ def main():
         root.appendChild(rule)
     renderer = QgsRuleBasedRenderer(root)
     layer.setRenderer(renderer)
-    message, ok = layer.saveNamedStyle(str(HERE / "detections.qml"))
+    message, ok = layer.saveNamedStyle(str(STYLES / "detections.qml"))
     print(message, ok)
     app.exitQgis()
     return 0 if ok else 1
