@@ -4,8 +4,9 @@ Xvfb and let drive_qgis.py run a detection on demo data with screenshots.
 
     python3 tests/plugin/desktop/run_desktop.py [--fake] [--shots artifacts/plugin]
 
-Uses the real engine (``.venv/bin/python``, demo world from ``groundbreak.world``) when it works,
-else (or with --fake) the fake engine replaying a recorded stream over the same imagery.
+Uses the real engine (GROUNDBREAK_ENGINE_PY, default ``.venv/bin/python``; demo world from
+``groundbreak.world``). With --fake, the fake engine replays a recorded stream over the same imagery.
+Never falls back silently: when the real engine is expected and does not work, this fails with why.
 Exits 0 when the run finished with detections and both screenshots exist.
 """
 
@@ -41,11 +42,15 @@ make_random_package(sys.argv[1], seed=3, width=8, threshold=0.5)
 """
 
 
-def engine_works() -> bool:
+def engine_problem() -> str:
+    """Why the real engine cannot run ("" when it can)."""
     if not ENGINE_PY.exists():
-        return False
+        return "%s does not exist" % ENGINE_PY
     done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "--help"], capture_output=True, timeout=300)
-    return done.returncode == 0
+    if done.returncode != 0:
+        return "%s -m groundbreak --help exits %d: %s" % (ENGINE_PY, done.returncode,
+                                                            done.stderr.decode("utf-8", "replace")[-1500:])
+    return ""
 
 
 def model_for_run(dest: Path) -> str:
@@ -88,7 +93,10 @@ def main(argv=None) -> int:
     args.shots.mkdir(parents=True, exist_ok=True)
     for old in args.shots.glob("desktop-*.png"):
         old.unlink()
-    real = not args.fake and engine_works()
+    real = not args.fake
+    if real and engine_problem():
+        print("desktop test: the real engine was asked for and does not work: %s" % engine_problem(), file=sys.stderr)
+        return 2
     world = make_world(work / "world")
     model = model_for_run(work / "model") if real else ""
     zip_path = build_plugin.build(work / "dist", engine=False)
