@@ -42,6 +42,7 @@ class RunRequest:
     aoi_id_field: Optional[str] = None
     band_order: Tuple[str, ...] = ()
     runtime: Optional[str] = None
+    overwrite: bool = False  # run: replace an existing output (the engine does so once the new run commits)
     extra: Tuple[str, ...] = field(default=())
 
     def validate(self, command: str) -> None:
@@ -93,16 +94,23 @@ def run_args(request: RunRequest, command: str = "run", events: bool = True) -> 
         args += ["--band-order", ",".join(request.band_order)]
     if request.runtime and command == "run":
         args += ["--runtime", request.runtime]
+    if request.overwrite and command == "run":
+        args.append("--overwrite")
     args += list(request.extra)
     if events:
         args += ["--events", "jsonl"]
     return args
 
 
-def info_args(scenes: Sequence[str]) -> List[str]:
+def info_args(scenes: Sequence[str], model: Optional[str] = None, check_model: bool = True) -> List[str]:
+    """``info --json [--model DIR] SPEC...``: the engine's discovery, and each scene checked against the
+    model (``model`` None: the engine's default model) unless ``check_model`` is off (older engines)."""
     if not scenes:
         raise RequestError("no scenes given", "add raster layers, files, a folder or a STAC JSON")
-    return ["info"] + [str(scene) for scene in scenes] + ["--json"]
+    args = ["info", "--json"]
+    if check_model and model:
+        args += ["--model", str(model)]
+    return args + [str(scene) for scene in scenes]
 
 
 def model_args(model_dir: Optional[str] = None) -> List[str]:
@@ -154,7 +162,10 @@ def default_interpreter(profile_dir: Optional[str] = None) -> str:
     if root is not None and venv_python(root / ".venv").exists():
         return str(venv_python(root / ".venv"))
     if profile_dir:
-        return str(venv_python(Path(profile_dir) / "groundbreak" / "engine-venv"))
+        # the newest environment "Set up engine" made (engine-YYYYmmdd-HHMMSS), else the older name
+        root = Path(profile_dir) / "groundbreak"
+        made = sorted(p for p in root.glob("engine-*") if p.is_dir() and venv_python(p).exists())
+        return str(venv_python(made[-1] if made else root / "engine-venv"))
     return ""
 
 

@@ -36,6 +36,16 @@ def describe_model(model: dict) -> str:
     return text
 
 
+def describe_model_short(model: dict) -> str:
+    """The model card in one short line (the dock's; the full card goes in its tooltip)."""
+    text = "%s %s · %s · %.1f m · %d px" % (
+        model.get("model_id"), model.get("version"), ",".join(model.get("bands") or []), float(model.get("gsd") or 0),
+        int(model.get("chip_size") or 0))
+    if model.get("demo"):
+        text += " · DEMO"
+    return text
+
+
 def describe_plan(result: dict) -> str:
     stats = result.get("stats") or {}
     cost = result.get("cost") or {}
@@ -46,6 +56,28 @@ def describe_plan(result: dict) -> str:
         int(dropped.get("cloud", 0)), int(dropped.get("shadow", 0)), int(stats.get("chips_expected_inferred", 0)),
         _duration(float(stats.get("expected_seconds", 0))), usd(cost.get("run_usd")),
         float(cost.get("price_per_hour", 0)), usd(cost.get("per_km2_usd")))
+
+
+def describe_run(status: str, result, streamed: int, in_output=None) -> str:
+    """The end of a run in one line; a resumed run says so, and its counts agree with the chips."""
+    result = result or {}
+    stats = result.get("stats") or {}
+    cost = result.get("cost") or {}
+    resumed = int(stats.get("chips_resumed") or 0)
+    inferred = stats.get("chips_inferred")
+    parts = [status]
+    if resumed:
+        parts.append("resumed: %d chips already done, %s new" % (resumed, inferred if inferred is not None else "?"))
+    if stats:
+        parts.append("%s chips inferred in %.1f s" % (inferred, float(stats.get("seconds") or 0)))
+    detections = stats.get("detections", streamed)
+    if in_output is not None and in_output != detections:
+        parts.append("%s detections in the output (%s from this run)" % (in_output, detections))
+    else:
+        parts.append("%s detections" % detections)
+    if cost.get("run_usd") is not None:
+        parts.append("cost %s" % usd(cost["run_usd"]))
+    return parts[0] + ": " + ", ".join(parts[1:])
 
 
 def usd(value) -> str:
