@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -48,7 +48,7 @@ def run_demo(
     seed: int = DEMO_SEED,
     model: Optional[ModelPackage] = None,
     world_dir: Optional[Path] = None,
-    options: RunOptions = RunOptions(),
+    options: Optional[RunOptions] = None,
     reporter: Optional[Reporter] = None,
     cancel: Optional[CancelToken] = None,
 ) -> DemoResult:
@@ -64,17 +64,13 @@ def run_demo(
     plan = plan_inputs([str(world.aoi)], [str(p) for p in world.scene_paths], model, reporter=reporter)
     grid = plan.grid
     out = out_dir / "detections.gpkg"
-    options = RunOptions(**{**_options_dict(options), "overwrite": True})
+    options = replace(options or RunOptions(), overwrite=True)
     result = run_detection(plan, model, out, options=options, reporter=reporter, cancel=cancel,
                            command="groundbreak demo")
     truth = _score_against_truth(out, world, grid, model)
     quicklook = out_dir / "quicklook.png"
     write_quicklook(quicklook, world, out, model)
     return DemoResult(run=result, world_dir=world_dir, quicklook=quicklook, truth=truth)
-
-
-def _options_dict(options: RunOptions) -> dict:
-    return {name: getattr(options, name) for name in options.__dataclass_fields__}
 
 
 def _truth_chips(world, grid) -> Dict[str, set]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict
 
-
 from .cost import FALLBACK_CHIPS_PER_S, Cost, cost_of, remembered_throughput
 from .errors import ReadError
 from .masks import DropRule, Screening
-from .names import DROP_REASONS
 from .model import ModelPackage
-from .plan import Plan
-from .scene import select_bands
+from .names import DROP_REASONS
+from .plan import Plan, fitted
 from .view import SceneView
 
 
@@ -42,6 +40,7 @@ class Estimate:
 def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int, price_per_hour: float,
              margin: float = DropRule().prefilter_margin) -> Estimate:
     """Screen every unit with the cheap decimated masks (no pixel data is read)."""
+    plan = fitted(plan, model)
     rule = DropRule(min_valid, margin)
     dropped = {reason: 0 for reason in DROP_REASONS}
     views: Dict[int, SceneView] = {}
@@ -50,7 +49,7 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
             view = views.get(unit.scene_index)
             if view is None:
                 scene = plan.scenes[unit.scene_index]
-                bands = plan.fits[unit.scene_index].band_indexes if plan.fits else select_bands(scene, model.bands)
+                bands = plan.fits[unit.scene_index].band_indexes
                 view = views[unit.scene_index] = SceneView(scene, plan.grid, bands)
             try:
                 fractions = view.prefilter([(c.col, c.row) for c in unit.chips])

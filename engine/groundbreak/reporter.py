@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 from . import __version__
 from .protocol import Event, encode, make_event
@@ -67,8 +67,10 @@ class Reporter:
         self.warnings.append({"code": code, "message": message, "hint": hint})
         self.emit("warning", code=code, message=message, hint=hint)
 
-    def error(self, code: str, message: str, hint: str, retryable: bool) -> None:
-        self.emit("error", code=code, message=message, hint=hint, retryable=retryable)
+    def error(self, code: str, message: str, hint: str, retryable: bool,
+              problems: Sequence[Dict[str, str]] = ()) -> None:
+        extra: Dict[str, Any] = {"problems": [dict(p) for p in problems]} if problems else {}
+        self.emit("error", code=code, message=message, hint=hint, retryable=retryable, **extra)
 
     def result(self, outputs: Dict[str, str], stats: Dict[str, Any], cost: Dict[str, Any]) -> None:
         self.emit("result", outputs=outputs, stats=stats, cost=cost)

@@ -213,6 +213,27 @@ class DetectionStore:
         except (ValueError, KeyError, TypeError):
             return {}
 
+    def latest_attempt(self) -> Dict[str, object]:
+        """The JSON columns (params, inputs, stats) of the most recent attempt of any run, or {}."""
+        row = self._conn.execute(
+            "SELECT run_id, fingerprint, params, inputs, stats FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return {}
+        out: Dict[str, object] = {"run_id": row[0], "fingerprint": row[1]}
+        for key, text in zip(("params", "inputs", "stats"), row[2:]):
+            try:
+                out[key] = json.loads(text) if text else {}
+            except ValueError:
+                out[key] = {}
+        return out
+
+    def move_to(self, path: Path) -> None:
+        """Close, rename the file to ``path`` (atomically replacing what is there) and reopen it."""
+        self._conn.close()
+        os.replace(self.path, path)
+        self.path = Path(path)
+        self._conn = self._connect()
+
     def finished_keys(self) -> Set[Tuple[str, str]]:
         """(scene_id, chip_id) of every chip already decided by an earlier attempt."""
         # Failed chips are not finished: a re-run retries them (their row is then replaced).

@@ -2,7 +2,7 @@
 
 Chips reach the network exactly as they reach it in ``groundbreak run``: the same ground-fixed chip
 grid (``grid_for`` + ``make_plan`` over the scene's footprint), the same warped views and the same
-screening (``screen_unit`` + ``extract_chip``; chips under ``min_valid`` are skipped and counted by
+screening (``pipeline.screen`` + ``pipeline.extract``; chips under ``min_valid`` are skipped and counted by
 reason). Extracted chips are cached per scene (``.npz`` under ``~/.cache/groundbreak/train``), keyed
 by the scene's content hash, the grid and the screening settings.
 
@@ -182,7 +182,8 @@ def extract_scene_chips(
     cache_dir: Optional[Path] = None,
 ) -> Tuple[SceneChips, ChipGrid]:
     """Every chip of ``scene`` that a run would infer (screened exactly as in a run), cached."""
-    from .pipeline import ReadyChip, extract_chip, screen_unit
+    from .masks import DropRule
+    from .pipeline import ReadyChip, extract, screen
 
     grid, aoi = scene_grid(scene, chip_px=chip_px, gsd=gsd)
     band_indexes = select_bands(scene, bands)
@@ -206,14 +207,14 @@ def extract_scene_chips(
     rows: List[int] = []
     valid: List[float] = []
     dropped: Dict[str, int] = {}
+    rule = DropRule(min_valid, prefilter_margin)
     try:
         for unit in plan.units:
-            gone, keep = screen_unit(view, unit, unit.chips, scene=scene, grid=grid, min_valid=min_valid,
-                                     margin=prefilter_margin)
+            gone, keep = screen(view, unit.chips, scene=scene, grid=grid, rule=rule, unit_id=unit.unit_id)
             for rec in gone:
                 dropped[rec.status] = dropped.get(rec.status, 0) + 1
             for ref in keep:
-                item = extract_chip(view, ref, unit=unit, scene=scene, grid=grid, min_valid=min_valid)
+                item = extract(view, ref, scene=scene, grid=grid, rule=rule, unit_id=unit.unit_id)
                 if isinstance(item, ReadyChip):
                     data.append(item.data)
                     cols.append(ref.col)

@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from .. import __version__
-from ..errors import GroundbreakError
+from ..errors import GroundbreakError, InternalError
 
 
 class _Group(click.Group):
@@ -27,12 +27,23 @@ class _Group(click.Group):
         except GroundbreakError as exc:
             _report(exc, ctx)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # A bug must still end the stream with error and done events, or a client waits forever.
+            logging.getLogger("groundbreak").exception("unexpected error")
+            _report(InternalError(
+                "unexpected %s: %s" % (type(exc).__name__, exc),
+                hint="this is a bug in Groundbreak: please report it with the traceback above (run with -v for "
+                     "more detail); outputs written so far are kept and a re-run resumes",
+            ), ctx)
+            ctx.exit(InternalError.exit_code)
 
 
 def _report(exc: GroundbreakError, ctx: click.Context) -> None:
     reporter = (ctx.obj or {}).get("reporter") if isinstance(ctx.obj, dict) else None
     if reporter is not None and reporter.streaming:
-        reporter.error(exc.code, exc.message, exc.hint, exc.retryable)
+        reporter.error(exc.code, exc.message, exc.hint, exc.retryable, problems=exc.problems)
         reporter.done("failed", exc.exit_code)
     click.echo("Error: %s" % exc.message, err=True)
     if exc.hint:

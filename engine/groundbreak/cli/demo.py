@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..pipeline import RunOptions
+from . import options
 from .common import install_cancel, make_reporter, open_model
 from .summary import print_run_summary, progress_listener
 
@@ -16,14 +17,11 @@ from .summary import print_run_summary, progress_listener
 @click.option("--out-dir", default="groundbreak-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where the detections GeoPackage and the quick-look PNG go.")
 @click.option("--seed", default=7, show_default=True, help="Demo world seed (the world is cached per seed).")
-@click.option("--model", "model_path", default=None, metavar="DIR", help="Model package (default: bundled demo model).")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--runtime", default=None,
-              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-bf16", "openvino-int8",
-                                 "torch-int8"]),
-              help="Inference runtime (default: the model package's choice).")
-@click.option("--events", type=click.Choice(["jsonl"]), default=None, help="JSON-lines events on stdout.")
+@options.model
+@options.threads
+@options.batch_size
+@options.runtime
+@options.events
 @click.pass_context
 def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events):
     """Generate a synthetic demo world and run the whole pipeline on it.
@@ -40,15 +38,15 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     ctx.obj["reporter"] = reporter
     cancel = install_cancel(events)
     model = open_model(model_path, reporter)
-    options = RunOptions(threads=threads, batch_size=batch_size, runtime=runtime)
+    run_options = RunOptions(threads=threads, batch_size=batch_size, runtime=runtime)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
-        result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=options,
+        result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=run_options,
                           reporter=reporter, cancel=cancel)
     reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)},
-                    {**result.run.stats, "truth": result.truth}, result.run.cost.to_dict())
+                    {**result.run.stats.to_dict(), "truth": result.truth}, result.run.cost.to_dict())
     if not ctx.obj.get("quiet"):
-        print_run_summary(result.run, model)
+        print_run_summary(result.run)
         t = result.truth
         click.echo(
             "  vs. truth     precision %.2f, recall %.2f, F1 %.2f on %d inferred chips (demo world labels)\n"
@@ -58,5 +56,5 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
                result.run.output),
             err=True,
         )
-    reporter.done(result.run.status, result.run.exit_code)
+    reporter.done(result.run.status.value, result.run.exit_code)
     ctx.exit(result.run.exit_code)

@@ -7,6 +7,7 @@ from typing import Iterator
 
 import click
 
+from ..pipeline import RunResult
 from ..reporter import Reporter
 
 
@@ -16,28 +17,32 @@ def _fmt_usd(value) -> str:
     return "$%.6f" % value if value < 0.01 else "$%.4f" % value
 
 
-def print_run_summary(result, model) -> None:
+def print_run_summary(result: RunResult) -> None:
     s = result.stats
     c = result.cost
-    d = s["chips_dropped"]
+    d = s.chips_dropped
     dropped = sum(d.values())
     lines = [
         "",
-        "Groundbreak run %s  (%s)" % (s["run_id"], result.status),
+        "Groundbreak run %s  (%s)" % (s.run_id, result.status.value),
         "  output        %s" % result.output,
-        "  area          %.3f km² AOI, %.3f km² scanned over %d scene(s)" % (s["aoi_km2"], s["scanned_km2"], s["scenes"]),
+        "  area          %.3f km² AOI, %.3f km² scanned over %d scene(s)" % (s.aoi_km2, s.scanned_km2, s.scenes),
         "  chips         %d planned, %d dropped before inference (%d nodata, %d cloud, %d shadow), "
-        "%d inferred, %d failed" % (s["chips_planned"], dropped, d["nodata"], d["cloud"], d["shadow"],
-                                    s["chips_inferred"], s["chips_failed"]),
-        "  detections    %d (model %s%s)" % (s["detections"], s["model_id"], ", DEMO weights" if s["model_demo"] else ""),
-        "  speed         %s chips/s, %s km²/h, %.1f s wall, %.1f CPU-s, runtime %s, batch %d, %d thread(s)"
-        % (s["chips_per_s"], s["km2_per_h"], s["seconds"], s["cpu_seconds"], s["runtime"], s["batch_size"], s["threads"]),
+        "%d inferred, %d failed" % (s.chips_planned, dropped, d["nodata"], d["cloud"], d["shadow"],
+                                    s.chips_inferred, s.chips_failed),
+        "  detections    %d (model %s%s)" % (s.detections, s.model_id, ", DEMO weights" if s.model_demo else ""),
+        "  speed         %s chips/s, %s km²/h, %.1f s wall, %.1f CPU-s, runtime %s, forward batch %d, %d thread(s)"
+        % (s.chips_per_s, s.km2_per_h, s.seconds, s.cpu_seconds, s.runtime, s.forward_batch, s.threads),
         "  cost          %s this run, %s per km², at $%.3f per node-hour (example price; set --price-per-hour)"
         % (_fmt_usd(c.run_usd), _fmt_usd(c.per_km2_usd), c.price_per_hour),
     ]
-    if s["chips_resumed"]:
-        lines.insert(4, "  resumed       %d chip(s) were already done by an earlier attempt" % s["chips_resumed"])
-    if s["model_demo"]:
+    if s.chips_resumed:
+        lines.insert(4, "  resumed       %d chip(s) already done by an earlier attempt, %d new in this one"
+                     % (s.chips_resumed, s.chips_processed))
+    for r in s.resampled:
+        lines.append("  resampled     %s from %.2f m to the model's %.2f m grid"
+                     % (r["scene_id"], r["from_m"], r["to_m"]))
+    if s.model_demo:
         lines.append("  note          DEMO model: not validated on real construction imagery.")
     click.echo("\n".join(lines), err=True)
 
