@@ -867,7 +867,7 @@ class GroundbreakDock(QDockWidget):
         if layer is not None:
             self.review_layer_combo.setLayer(layer)
         in_output = layer.featureCount() if layer is not None else None
-        summary = describe_run(status, state.result, self.live.count, in_output)
+        summary = describe_run(status, state.result, self.live.count, in_output, state.counts)
         self.stage_label.setText(summary)
         if state.result:
             self.counts_label.setText(state.summary())

@@ -58,26 +58,33 @@ def describe_plan(result: dict) -> str:
         float(cost.get("price_per_hour", 0)), usd(cost.get("per_km2_usd")))
 
 
-def describe_run(status: str, result, streamed: int, in_output=None) -> str:
-    """The end of a run in one line; a resumed run says so, and its counts agree with the chips."""
+def describe_run(status: str, result, streamed: int, in_output=None, counts=None) -> str:
+    """The end of a run in one line; a resumed run says so, and its numbers agree with the counts.
+
+    In a resumed run the result's ``chips_inferred`` and ``detections`` cover the whole output (this
+    run and the earlier ones); the chips this run did are ``chips_processed`` and the ``progress``
+    counts (``counts``), which count this run only.
+    """
     result = result or {}
     stats = result.get("stats") or {}
     cost = result.get("cost") or {}
-    resumed = int(stats.get("chips_resumed") or 0)
-    inferred = stats.get("chips_inferred")
-    parts = [status]
+    counts = counts or {}
+    resumed = int(stats.get("chips_resumed") or counts.get("resumed") or 0)
+    inferred = counts.get("inferred", stats.get("chips_inferred"))
+    parts = []
     if resumed:
-        parts.append("resumed: %d chips already done, %s new" % (resumed, inferred if inferred is not None else "?"))
+        new = stats.get("chips_processed", inferred)
+        parts.append("resumed: %d chips already done, %s new" % (resumed, new if new is not None else "?"))
     if stats:
         parts.append("%s chips inferred in %.1f s" % (inferred, float(stats.get("seconds") or 0)))
     detections = stats.get("detections", streamed)
-    if in_output is not None and in_output != detections:
-        parts.append("%s detections in the output (%s from this run)" % (in_output, detections))
+    if in_output is not None and resumed:
+        parts.append("%s detections in the output (%s found now)" % (in_output, streamed))
     else:
         parts.append("%s detections" % detections)
     if cost.get("run_usd") is not None:
         parts.append("cost %s" % usd(cost["run_usd"]))
-    return parts[0] + ": " + ", ".join(parts[1:])
+    return status + ": " + ", ".join(parts)
 
 
 def usd(value) -> str:

@@ -170,8 +170,8 @@ def run_resumed() -> None:
     w("features", crs=CRS, features=[feature(1, 3, DATES[1], 0.83)])
     w("progress", stage="infer", done=3, total=3,
       counts=counts(resumed=10, dropped_nodata=2, dropped_cloud=1, inferred=3, detections=1))
-    s = stats(3, 1, 1.5)
-    s["chips_resumed"] = 10
+    s = stats(13, 6, 1.5)  # like the engine: inferred chips and detections of the whole output
+    s["chips_resumed"], s["chips_processed"] = 10, 3
     w("result", outputs={"gpkg": "OUT.gpkg"}, stats=s, cost=cost(1.5))
     w("done", status="ok", exit_code=0)
     w.save("run_resumed.jsonl")
