@@ -43,23 +43,25 @@ def run_events(
             env=request.clean_environment(), bufsize=0,
         )
     except OSError as exc:
-        failure = ("could not start the engine interpreter %r: %s" % (argv[0], exc),
-                   "set the engine's Python in Groundbreak settings, or use 'Set up engine'")
-        return "failed", stream.state, failure
+        return "failed", stream.state, ("could not start the engine interpreter %r: %s" % (argv[0], exc),
+                                        "set the engine's Python in Groundbreak settings, or use 'Set up engine'")
 
     lock = threading.Lock()
     chunks: List[bytes] = []
 
+    stdout, stderr, stdin = proc.stdout, proc.stderr, proc.stdin
+    assert stdout is not None and stderr is not None and stdin is not None
+
     def pump_stdout() -> None:
         while True:
-            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(65536)
+            chunk = stdout.read1(65536) if hasattr(stdout, "read1") else stdout.read(65536)
             if not chunk:
                 return
             with lock:
                 chunks.append(chunk)
 
     def pump_stderr() -> None:
-        for raw in iter(proc.stderr.readline, b""):
+        for raw in iter(stderr.readline, b""):
             text = raw.decode("utf-8", "replace")
             stderr_tail.append(text)
             del stderr_tail[:-200]
@@ -79,9 +81,9 @@ def run_events(
 
     def send_cancel() -> None:
         try:
-            proc.stdin.write(protocol.cancel_message().encode("utf-8"))
-            proc.stdin.flush()
-            proc.stdin.close()
+            stdin.write(protocol.cancel_message().encode("utf-8"))
+            stdin.flush()
+            stdin.close()
         except OSError:
             pass
 
@@ -102,7 +104,7 @@ def run_events(
     status = final_status(stream.state, proc.returncode, crashed)
     if status == "failed" and cancelled and not stream.state.errors and not stream.state.status:
         status = "cancelled"
-    failure = None
+    failure: Optional[Tuple[str, str]] = None
     if status == "failed":
         failure = describe_exit(stream.state, proc.returncode, "".join(stderr_tail))
     return status, stream.state, failure
@@ -121,7 +123,8 @@ def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) ->
             "set the engine's Python in Groundbreak settings, or use 'Set up engine'",
         ) from None
     except subprocess.TimeoutExpired:
-        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s), "try again with fewer inputs")
+        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s),
+                              "try again with fewer inputs") from None
     stderr = done.stderr.decode("utf-8", "replace").strip()
     if done.returncode != 0:
         message, hint = cli_error(stderr)
@@ -133,7 +136,7 @@ def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) ->
         value = json.loads(done.stdout.decode("utf-8", "replace"))
     except ValueError:
         raise EngineCallError(
-            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout),
+            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout.decode("utf-8", "replace")),
             "check that the interpreter runs the Groundbreak engine",
         ) from None
     if not isinstance(value, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from qgis.core import (
     Qgis,
@@ -129,7 +129,8 @@ class GroundbreakDock(QDockWidget):
         self.aoi_band: Optional[QgsRubberBand] = None
         self.stop_policy = DEFAULT_POLICY
         # what to do when the output exists: replaced by tests; the default asks the user
-        self.ask_existing_output = self._ask_existing_output
+        self.ask_existing_output: Callable[[str], str] = self._ask_existing_output
+        self.on_setup: Callable[[], None] = self._no_setup  # the plugin's "Set up engine" action
         self._build()
 
     # ---------------------------------------------------------------- UI
@@ -299,7 +300,7 @@ class GroundbreakDock(QDockWidget):
         col.addWidget(self.review_box)
 
     def _connect(self) -> None:
-        self.setup_button.clicked.connect(lambda: self.setup_requested())
+        self.setup_button.clicked.connect(lambda: self.on_setup())
         self.draw_polygon_button.clicked.connect(lambda: self.start_drawing(POLYGON))
         self.draw_rect_button.clicked.connect(lambda: self.start_drawing(RECTANGLE))
         self.clear_aoi_button.clicked.connect(self.clear_aoi)
@@ -339,8 +340,7 @@ class GroundbreakDock(QDockWidget):
             self.shortcuts.append(shortcut)
         self._update_review_buttons()
 
-    def setup_requested(self) -> None:
-        """Set by the plugin to its "Set up engine" action."""
+    def _no_setup(self) -> None:
         self.show_message("Use Plugins › Groundbreak › Set up engine…", level="info")
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -388,7 +388,8 @@ class GroundbreakDock(QDockWidget):
         canvas.setMapTool(self.map_tool)
 
     def _on_aoi_drawn(self, geom: QgsGeometry) -> None:
-        self.set_aoi([geom], self.canvas().mapSettings().destinationCrs(), "drawn %s" % self.map_tool.mode)
+        mode = self.map_tool.mode if self.map_tool is not None else "shape"
+        self.set_aoi([geom], self.canvas().mapSettings().destinationCrs(), "drawn %s" % mode)
 
     def use_aoi_layer(self) -> None:
         layer = self.aoi_layer_combo.currentLayer()
@@ -736,7 +737,7 @@ class GroundbreakDock(QDockWidget):
             self.plan_finished.emit(state.result)
             return
         self.plan_label.setText("Plan failed: the panel below lists every problem with what to do.")
-        self._show_failure("Plan failed", state, self.planner.failure)
+        self._show_failure("Plan failed", state, self.planner.failure if self.planner is not None else None)
         self.plan_finished.emit(None)
 
     def _show_failure(self, title: str, state, failure) -> None:
@@ -757,7 +758,7 @@ class GroundbreakDock(QDockWidget):
 
     def _mark_problems(self, problems) -> None:
         """Problems the plan found that info did not show (e.g. the AOI overlap) go on their scenes too."""
-        by_path = {}
+        by_path: Dict[str, list] = {}
         for p in problems:
             if p.path:
                 by_path.setdefault(os.path.realpath(p.path), []).append(p)
@@ -795,8 +796,9 @@ class GroundbreakDock(QDockWidget):
             self._refuse(exc)
             self.run_finished.emit("failed")
             return
-        os.makedirs(os.path.dirname(os.path.abspath(req.out)), exist_ok=True)
-        self.last_output = req.out
+        out = str(req.out)  # run_args refused a run without one
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        self.last_output = out
         self.resume_note = ""
         self.show_message("")
         run_name = "run %s" % time.strftime("%Y-%m-%d %H:%M:%S")
@@ -835,6 +837,7 @@ class GroundbreakDock(QDockWidget):
 
     def _on_event(self, event) -> None:
         kind = event.type
+        assert self.live is not None and self.engine is not None  # set by run() before the engine starts
         if kind == "features":
             self.live.add(event.get("crs"), valid_features(event))
             self.counts_label.setText("%d detections so far" % self.live.count)
@@ -856,6 +859,7 @@ class GroundbreakDock(QDockWidget):
             log.critical("engine error %s: %s" % (event.get("code"), event.to_dict()))
 
     def _on_run_finished(self, status: str, state) -> None:
+        assert self.live is not None and self.engine is not None
         self.last_status = status
         self.run_button.setEnabled(True)
         self.plan_button.setEnabled(True)
@@ -917,11 +921,12 @@ class GroundbreakDock(QDockWidget):
 
     def zoom_to_current(self) -> None:
         self._update_review_buttons()
-        feature = self.review.current if self.review else None
-        if feature is None:
+        review = self.review
+        feature = review.current if review else None
+        if review is None or feature is None:
             return
         canvas = self.canvas()
-        layer = self.review.layer
+        layer = review.layer
         try:
             box = canvas.mapSettings().layerToMapCoordinates(layer, feature.geometry().boundingBox())
             box.scale(3.0)
@@ -931,16 +936,17 @@ class GroundbreakDock(QDockWidget):
             log.warning("could not zoom to the detection: %s" % exc)
 
     def _update_review_buttons(self) -> None:
-        active = self.review is not None and len(self.review) > 0
+        review = self.review
+        active = review is not None and len(review) > 0
         for b in (self.prev_button, self.next_button, self.confirm_button, self.reject_button, self.export_button):
             b.setEnabled(active)
-        if not active:
+        f = review.current if review is not None and active else None
+        if review is None or f is None:
             self.review_label.setText("Finish a run (or pick a detections layer) and press Review.")
             return
-        f = self.review.current
-        counts = self.review.counts()
+        counts = review.counts()
         self.review_label.setText("%d / %d · score %.2f · %s · %s · review: %s   (confirmed %d, rejected %d)" % (
-            self.review.index + 1, len(self.review), float(f["score"] or 0), f["date"], f["chip_id"],
+            review.index + 1, len(review), float(f["score"] or 0), f["date"], f["chip_id"],
             f["review"] or "—", counts[CONFIRMED], counts[REJECTED]))
 
     def export(self, path: str) -> int:

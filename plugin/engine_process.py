@@ -58,6 +58,12 @@ class EngineProcess(QObject):
         self._stop_timer.timeout.connect(self._poll_stop)
 
     @property
+    def proc(self) -> QProcess:
+        """The started process (only used after :meth:`start`)."""
+        assert self.process is not None
+        return self.process
+
+    @property
     def state(self) -> RunState:
         return self.stream.state
 
@@ -94,7 +100,7 @@ class EngineProcess(QObject):
         self.cancel(policy)
         while self.running:
             wait = self.stopper.next_due_in(time.monotonic())
-            if self.process.waitForFinished(int(1000 * (wait if wait is not None else 1.0)) + 50):
+            if self.proc.waitForFinished(int(1000 * (wait if wait is not None else 1.0)) + 50):
                 break
             self._poll_stop()
             if wait is None:
@@ -115,26 +121,26 @@ class EngineProcess(QObject):
 
     def _send_cancel(self) -> None:
         log.info("cancel requested")
-        self.process.write(protocol.cancel_message().encode("utf-8"))
-        self.process.waitForBytesWritten(1000)
+        self.proc.write(protocol.cancel_message().encode("utf-8"))
+        self.proc.waitForBytesWritten(1000)
 
     def _terminate(self) -> None:
         if self.running:
             log.warning("engine did not stop after cancel; terminating")
-            self.process.terminate()
+            self.proc.terminate()
 
     def _kill(self) -> None:
         if self.running:
             log.warning("engine did not terminate; killing")
-            self.process.kill()
+            self.proc.kill()
 
     def _read_stdout(self) -> None:
-        data = bytes(self.process.readAllStandardOutput())
+        data = bytes(self.proc.readAllStandardOutput())
         if data:
             self.stream.feed(data)
 
     def _read_stderr(self) -> None:
-        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        text = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")
         if text:
             self._stderr.append(text)
             if sum(len(t) for t in self._stderr) > 200000:
@@ -149,7 +155,7 @@ class EngineProcess(QObject):
     def _on_error(self, error) -> None:
         if error == QProcess.FailedToStart:
             self._crashed = True
-            self.failure = ("could not start the engine interpreter %r" % (self.process.program(),), START_HINT)
+            self.failure = ("could not start the engine interpreter %r" % (self.proc.program(),), START_HINT)
             self._finish(None)
 
     def _on_finished(self, exit_code: int, exit_status) -> None:
@@ -207,23 +213,28 @@ class JsonQuery(QObject):
         self.process = proc
         proc.start(argv[0], list(argv[1:]))
 
+    @property
+    def proc(self) -> QProcess:
+        assert self.process is not None
+        return self.process
+
     def _report_later(self, value, error) -> None:
         # reported from the event loop, like every other outcome, so callers connect first
         QTimer.singleShot(0, lambda: self._report(value, error))
 
     def _on_error(self, error) -> None:
         if error == QProcess.FailedToStart:
-            self._report(None, ("could not start the engine interpreter %r" % self.process.program(), START_HINT))
+            self._report(None, ("could not start the engine interpreter %r" % self.proc.program(), START_HINT))
 
     def _on_finished(self, exit_code: int, exit_status) -> None:
-        out = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
-        err = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        out = bytes(self.proc.readAllStandardOutput()).decode("utf-8", "replace")
+        err = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")
         if err.strip():
             log.info("engine %s: %s" % (self.command, err.strip()[-2000:]))
         if exit_status == QProcess.CrashExit or exit_code != 0:
             message, hint = cli_error(err.strip())
-            self._report(None, ("engine %s failed (exit code %s): %s" % (self.command, exit_code, message or "no message"),
-                                hint or "see the Groundbreak tab of the log panel"))
+            failed = "engine %s failed (exit code %s): %s" % (self.command, exit_code, message or "no message")
+            self._report(None, (failed, hint or "see the Groundbreak tab of the log panel"))
             return
         try:
             value = json.loads(out)
@@ -242,5 +253,5 @@ class JsonQuery(QObject):
 
     def kill(self) -> None:
         if self.process is not None and self.process.state() != QProcess.NotRunning:
-            self.process.kill()
-            self.process.waitForFinished(1000)
+            self.proc.kill()
+            self.proc.waitForFinished(1000)

@@ -41,7 +41,7 @@ def geometry_from_geojson(geometry: Dict[str, Any]) -> Optional[QgsGeometry]:
     """Polygon / MultiPolygon GeoJSON -> QgsGeometry; None for anything else or malformed input."""
     try:
         kind = geometry.get("type")
-        coords = geometry.get("coordinates")
+        coords: Any = geometry.get("coordinates")
         if kind == "Polygon":
             return QgsGeometry.fromPolygonXY([_ring(r) for r in coords])
         if kind == "MultiPolygon":
@@ -140,7 +140,7 @@ class LiveDetections:
                 value = props.get(name)
                 if name in NUMERIC_FIELDS:
                     try:
-                        out.setAttribute(name, float(value))
+                        out.setAttribute(name, float(value))  # type: ignore[arg-type]  # None -> TypeError
                     except (TypeError, ValueError):
                         out.setAttribute(name, None)
                 else:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING, List, Optional
 
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtWidgets import QAction, QToolBar
 
-from . import log, settings
+if TYPE_CHECKING:
+    from .dock import GroundbreakDock
+    from .provider import GroundbreakProvider
+    from .setup_dialog import SetupDialog
+    from .setup_engine import EngineSetup
+
+from . import settings
 from .resources import icon_path
 
 MENU = "&Groundbreak"
@@ -19,12 +26,12 @@ MENU = "&Groundbreak"
 class GroundbreakPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
-        self.dock = None
-        self.provider = None
-        self.actions = []
-        self.toolbar = None
-        self.setup = None
-        self.setup_dialog = None
+        self.dock: Optional["GroundbreakDock"] = None
+        self.provider: Optional["GroundbreakProvider"] = None
+        self.actions: List[QAction] = []
+        self.toolbar: Optional[QToolBar] = None
+        self.setup: Optional["EngineSetup"] = None
+        self.setup_dialog: Optional["SetupDialog"] = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS calls this name)
         from .provider import GroundbreakProvider
@@ -39,7 +46,7 @@ class GroundbreakPlugin:
         self.initProcessing()
         icon = QIcon(icon_path())
         self.dock = GroundbreakDock(self.iface, self.iface.mainWindow())
-        self.dock.setup_requested = self.setup_engine
+        self.dock.on_setup = self.setup_engine
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.toolbar = self.iface.addToolBar("Groundbreak")
         self.toolbar.setObjectName("GroundbreakToolbar")
@@ -59,17 +66,19 @@ class GroundbreakPlugin:
         action = QAction(icon, text, self.iface.mainWindow())
         action.triggered.connect(slot)
         self.iface.addPluginToMenu(MENU, action)
-        if toolbar:
+        if toolbar and self.toolbar is not None:
             self.toolbar.addAction(action)
         self.actions.append(action)
         return action
 
     def _toggle_dock(self, checked=None) -> None:
-        self.dock.setVisible(not self.dock.isVisible() if checked is None else bool(checked))
+        if self.dock is not None:
+            self.dock.setVisible(not self.dock.isVisible() if checked is None else bool(checked))
 
     def _draw(self, mode: str) -> None:
-        self.dock.show()
-        self.dock.start_drawing(mode)
+        if self.dock is not None:
+            self.dock.show()
+            self.dock.start_drawing(mode)
 
     def show_settings(self) -> None:
         from .settings_dialog import SettingsDialog
@@ -104,6 +113,7 @@ class GroundbreakPlugin:
             return
         from .setup_engine import managed_venvs
 
+        assert self.setup is not None
         previous = settings.load().interpreter
         settings.save(settings.load().with_changes(interpreter=self.setup.plan.python))
         # the environments an earlier set-up made are no longer used (others are never touched)

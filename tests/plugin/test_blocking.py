@@ -6,6 +6,7 @@ import json
 import threading
 
 from conftest import RECORDED
+
 from plugin import blocking, request
 from plugin.request import RunRequest
 

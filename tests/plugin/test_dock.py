@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import RECORDED
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -14,11 +15,9 @@ from qgis.core import (
     QgsRuleBasedRenderer,
     QgsVectorLayer,
 )
-
 from qgis.PyQt.QtCore import Qt
-
-from conftest import RECORDED
 from qgis_helpers import SettingsSandbox, clear_messages, message_texts
+
 from plugin.dock import GroundbreakDock
 from plugin.live_layer import GROUP
 
@@ -129,7 +128,7 @@ def test_run_streams_features_before_the_end_then_shows_the_geopackage(dock, qtb
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
     assert group is not None and len(group.children()) == 1
     layers = group.children()[0].findLayers()
-    assert [l.name() for l in layers] == ["detections"]
+    assert [layer.name() for layer in layers] == ["detections"]
     out = layers[0].layer()
     assert out.providerType() == "ogr" and str(tmp_path / "out" / "run.gpkg") in out.source()
     assert out.featureCount() == 6
@@ -227,7 +226,7 @@ def test_replayed_real_engine_stream(dock, qtbot, monkeypatch):
     dock.add_scenes(["x.tif"])
     assert run_and_wait(dock, qtbot) == "ok"
     lines = (RECORDED / "real_run_ok.jsonl").read_text().splitlines()
-    expected = _json.loads([l for l in lines if '"type":"result"' in l][0])["stats"]["detections"]
+    expected = _json.loads([line for line in lines if '"type":"result"' in line][0])["stats"]["detections"]
     assert dock.live.count == expected > 0
     assert dock.live.output_layer.featureCount() == expected
 
@@ -254,8 +253,7 @@ def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
 
 
 def test_temporal_filter_selects_one_date(dock, qtbot):
-    from qgis.core import (QgsDateTimeRange, QgsExpression, QgsFeatureRequest,
-                           QgsVectorLayerTemporalContext)
+    from qgis.core import QgsDateTimeRange, QgsExpression, QgsFeatureRequest, QgsVectorLayerTemporalContext
     from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
     dock.add_scenes(["x.tif"])
@@ -282,7 +280,6 @@ def test_model_card_loads_when_the_dock_is_first_shown(dock, qtbot):
 
 def test_project_rasters_become_scenes(dock, qtbot, tmp_path):
     from osgeo import gdal, osr  # test-only: QGIS's own GDAL bindings write the fixture raster
-
     from qgis.core import QgsRasterLayer
 
     path = str(tmp_path / "scene_20140720.tif")
@@ -382,7 +379,8 @@ def test_plan_reports_every_problem_with_its_hint_in_the_dock(dock, qtbot, tmp_p
     assert text.startswith("Plan failed: 3 problems")
     for part in ("needs [red, green, blue, nir]", "300 m pixels", "does not overlap any AOI",
                  "Hint: use 4-band R,G,B,NIR imagery or pass --band-order",
-                 "Hint: use imagery near 2.00 m, or pass --allow-resample to resample it onto the 2.00 m chip grid anyway",
+                 "Hint: use imagery near 2.00 m, or pass --allow-resample to resample it onto the 2.00 m chip grid "
+                 "anyway",
                  "Hint: check the AOI or drop the scene"):
         assert part in text, (part, text)  # complete, never cut to two lines
     bar = message_texts(dock.iface, Qgis.Critical)
@@ -413,7 +411,8 @@ def test_an_existing_output_asks_resume_overwrite_or_new_file(dock, qtbot, tmp_p
     dock.output_edit.setText(str(out))
     asked = []
     dock.ask_existing_output = lambda path: asked.append(path) or choice
-    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / ("run_resumed.jsonl" if choice == "resume" else "run_ok.jsonl")))
+    stream = "run_resumed.jsonl" if choice == "resume" else "run_ok.jsonl"
+    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / stream))
     dock.add_scenes([str(tmp_path / "a_20140720.tif")])
     with qtbot.waitSignal(dock.run_finished, timeout=30000) as blocker:
         dock.run()

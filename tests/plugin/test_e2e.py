@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from qgis.core import QgsProject, QgsVectorLayer
-
 from conftest import ENGINE_PY, needs_engine
+from qgis.core import QgsProject, QgsVectorLayer
 from qgis_helpers import SettingsSandbox, clear_messages
 
 pytestmark = [needs_engine, pytest.mark.slow]
@@ -95,8 +94,8 @@ def test_dock_end_to_end_with_the_real_engine(dock, demo, qtbot, tmp_path):
         if event.type == "progress" and event.get("stage") == "infer":
             infer_progress.append(event.get("done"))
         if event.type == "features":
-            streamed.append((len(event.get("features")), dock.live.count, process_state(dock.engine.process.processId()),
-                             len(infer_progress)))
+            alive = process_state(dock.engine.process.processId())
+            streamed.append((len(event.get("features")), dock.live.count, alive, len(infer_progress)))
 
     with qtbot.waitSignal(dock.run_finished, timeout=600000) as run:
         dock.run()
@@ -168,7 +167,6 @@ def test_cancel_stops_the_real_engine_and_keeps_what_was_written(dock, demo, qtb
 
 def test_real_engine_error_reaches_the_message_bar_with_its_hint(dock, qtbot, tmp_path):
     from qgis.core import Qgis
-
     from qgis_helpers import message_texts
 
     dock.add_scenes([str(tmp_path / "missing_20220101.tif")])

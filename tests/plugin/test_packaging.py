@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PB_TOOL = shutil.which("pb_tool") or str(Path(sys.executable).parent / "pb_tool")

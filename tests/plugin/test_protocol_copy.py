@@ -1,7 +1,6 @@
 """The plugin carries byte-identical copies of the engine's stdlib-only shared modules."""
 
 import pytest
-
 from conftest import REPO
 
 

@@ -69,7 +69,8 @@ def test_default_interpreter_is_never_sys_executable(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setattr(request, "checkout_root", lambda: None)
-    assert request.default_interpreter(str(tmp_path)) == str(tmp_path / "groundbreak" / "engine-venv" / "bin" / "python")
+    legacy = tmp_path / "groundbreak" / "engine-venv" / "bin" / "python"
+    assert request.default_interpreter(str(tmp_path)) == str(legacy)
     assert request.default_interpreter(None) == ""
     assert request.default_interpreter(str(tmp_path)) != sys.executable
 

@@ -12,10 +12,10 @@ import time
 import zipfile
 
 import pytest
-
 import tiny_wheel
 from conftest import RECORDED, REPO
 from qgis_helpers import SettingsSandbox, clear_messages, message_texts
+
 from plugin import settings
 from plugin.pip_progress import PipProgress, parse_size
 from plugin.setup_engine import STEPS, TORCH_PIN, EngineSetup, SetupError, SetupPlan, plan_setup
@@ -112,8 +112,9 @@ def test_unreachable_index_falls_back_at_once_and_setup_succeeds(qgis_iface, qtb
 
 
 def test_a_failed_setup_says_what_failed_and_keeps_the_old_engine(qgis_iface, qtbot, tmp_path, fake_engine):
-    import plugin
     from qgis.core import Qgis
+
+    import plugin
 
     sandbox = SettingsSandbox()
     sandbox.set(interpreter=fake_engine)

@@ -85,12 +85,13 @@ def run_ok() -> None:
     w("stage", stage="screen", message="screening masks")
     w("progress", stage="screen", done=16, total=16, counts=counts(dropped_nodata=2, dropped_cloud=1))
     w("stage", stage="infer", message="inference on 13 chips")
-    w("warning", code="gsd_mismatch", message="scene GSD 5.0 m differs from the model's 2.0 m", hint="results are approximate")
+    w("warning", code="gsd_mismatch", message="scene GSD 5.0 m differs from the model's 2.0 m",
+      hint="results are approximate")
     batches = [[(0, 0, DATES[0], 0.91), (1, 0, DATES[0], 0.62)], [(2, 1, DATES[0], 0.55)],
                [(0, 0, DATES[1], 0.97), (3, 2, DATES[1], 0.71), (1, 3, DATES[1], 0.83)]]
     done = 0
     found = 0
-    for i, batch in enumerate(batches):
+    for batch in batches:
         done = min(13, done + 5)
         found += len(batch)
         w("features", crs=CRS, features=[feature(*f) for f in batch])
@@ -183,16 +184,19 @@ def garbage() -> None:
     w.lines.append("this is not json")
     w.lines.append("[1, 2, 3]")
     w.lines.append(json.dumps({"v": 1, "type": "progress", "done": 1}))  # no seq, no fields
-    w.lines.append(json.dumps({"v": 1, "type": "progress", "seq": 2, "stage": "infer", "done": -1, "total": 3, "counts": {}}))
+    w.lines.append(json.dumps({"v": 1, "type": "progress", "seq": 2, "stage": "infer", "done": -1, "total": 3,
+                               "counts": {}}))
     w.lines.append(json.dumps({"v": 1, "type": "heartbeat", "seq": 2, "t": 1.5}))  # unknown type: tolerated
     w.seq = 3
     w.lines.append("")
     w.lines.append("\x00\x01 binary noise \x7f")
-    w("features", crs=CRS, features=[feature(0, 0, DATES[0], 0.9), {"type": "Feature", "geometry": None, "properties": {}}])
+    w("features", crs=CRS,
+      features=[feature(0, 0, DATES[0], 0.9), {"type": "Feature", "geometry": None, "properties": {}}])
     w.lines.append(json.dumps({"v": 99, "type": "done", "seq": 5, "status": "ok", "exit_code": 0}))
     w.seq = 5
     # The stream is cut mid-line: no done event, and a half-written features batch.
-    w.save("garbage_truncated.jsonl", tail='{"v":1,"type":"features","seq":5,"crs":"EPSG:32614","features":[{"type":"Fea')
+    w.save("garbage_truncated.jsonl",
+           tail='{"v":1,"type":"features","seq":5,"crs":"EPSG:32614","features":[{"type":"Fea')
 
 
 if __name__ == "__main__":
