@@ -44,6 +44,7 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QShortcut,
     QTabWidget,
     QToolButton,
@@ -172,10 +173,15 @@ class GroundbreakDock(QDockWidget):
         # inside itself, so a long list of problems never pushes the buttons off the screen
         self.message_view = QPlainTextEdit()
         self.message_view.setReadOnly(True)
-        self.message_view.setMaximumHeight(90)
+        self.message_view.setMinimumHeight(64)
+        # only the room that is left (it scrolls inside): never the reason the dock needs a scroll bar
+        self.message_view.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Ignored)
         self.message_view.setVisible(False)
         self.message_view.setTabChangesFocus(True)
-        col.addWidget(self.message_view)
+        # the panel sits in the open tab, under its content, and takes the room that tab leaves
+        self.page_layouts = [inputs_col, run_col, review_col]
+        self.tabs.currentChanged.connect(self._place_message)
+        self._place_message(0)
         # the actions are always in view, whichever tab is open
         self.plan_button = QPushButton("&Plan")
         self.run_button = QPushButton("&Run")
@@ -189,6 +195,10 @@ class GroundbreakDock(QDockWidget):
         scroll.setWidget(body)
         self.setWidget(scroll)
         self._connect()
+
+    def _place_message(self, index: int) -> None:
+        if 0 <= index < len(self.page_layouts):
+            self.page_layouts[index].addWidget(self.message_view, 20)
 
     def _build_aoi(self, col) -> None:
         self.aoi_box = box = _group("AOI")
@@ -550,11 +560,12 @@ class GroundbreakDock(QDockWidget):
             self._pending_info = 0
             self.info_finished.emit()
 
-    def _render_scenes(self) -> None:
+    def _render_scenes(self, show_detail: bool = True) -> None:
         warn = QgsApplication.getThemeIcon("/mIconWarning.svg")
         ok = QgsApplication.getThemeIcon("/mIconSuccess.svg")
         selected = {i.data(Qt.UserRole + 2) for i in self.scene_list.selectedItems()}
         self.scene_list.clear()
+        first_bad = None
         for spec in self.specs:
             mine = self._entries_of(spec)
             if not mine:
@@ -574,8 +585,12 @@ class GroundbreakDock(QDockWidget):
                 item.setData(Qt.UserRole + 2, entry.path + "|" + entry.spec)
                 item.setToolTip(entry.details())
                 self.scene_list.addItem(item)
+                if (entry.usable is False or entry.problems) and first_bad is None:
+                    first_bad = item
                 if entry.path + "|" + entry.spec in selected:
                     item.setSelected(True)
+        if first_bad is not None:
+            self.scene_list.scrollToItem(first_bad)  # a scene that cannot be used is in view, with its icon
         unusable = [e for e in self.entries if e.usable is False or e.problems]
         total = len(self.entries)
         self.scenes_summary = "%d scene%s%s" % (total, "" if total == 1 else "s",
@@ -584,11 +599,11 @@ class GroundbreakDock(QDockWidget):
         skipped = [s for spec in self.specs for s in self.skipped.get(spec, []) if s != "__failed__"]
         self.skipped_label.setVisible(bool(skipped))
         if skipped:
-            self.skipped_label.setText("Skipped %d file%s that %s not scenes: %s" % (
-                len(skipped), "" if len(skipped) == 1 else "s", "is" if len(skipped) == 1 else "are",
-                ", ".join("%s (%s)" % (os.path.basename(s.path), s.reason) for s in skipped[:3])
-                + (" …" if len(skipped) > 3 else "")))
+            self.skipped_label.setText("Skipped %d file%s that %s not scenes (hover for the list)" % (
+                len(skipped), "" if len(skipped) == 1 else "s", "is" if len(skipped) == 1 else "are"))
             self.skipped_label.setToolTip("\n".join("%s: %s" % (s.path, s.reason) for s in skipped))
+        if not show_detail:
+            return
         if unusable and not self.scene_list.selectedItems():
             self._show_entries(unusable[:1], prefix="%d of %d scenes cannot be used. " % (len(unusable), total)
                                if len(unusable) > 1 else "")
@@ -771,7 +786,7 @@ class GroundbreakDock(QDockWidget):
                 entry = SceneEntry(**dict(entry.__dict__, problems=entry.problems + tuple(extra), usable=False))
             changed.append(entry)
         self.entries = changed
-        self._render_scenes()
+        self._render_scenes(show_detail=False)  # the panel keeps the whole error
 
     def run(self) -> None:
         if self.engine is not None and self.engine.running:

@@ -114,7 +114,8 @@ def info_args(scenes: Sequence[str], model: Optional[str] = None, check_model: b
 
 
 def model_args(model_dir: Optional[str] = None) -> List[str]:
-    return ["model"] + ([str(model_dir)] if model_dir else []) + ["--json"]
+    """``model show [DIR] --json``: the model card (no DIR: the engine's default model)."""
+    return ["model", "show"] + ([str(model_dir)] if model_dir else []) + ["--json"]
 
 
 def engine_argv(interpreter: str, args: Sequence[str]) -> List[str]:

@@ -56,7 +56,7 @@ class SceneEntry:
         res = "%.1f m" % self.resolution_m if self.resolution_m else "? m"
         if self.fit and self.fit.get("resampled"):
             res += " → resampled to %.1f m" % float(self.fit.get("model_gsd") or 0)
-        text = "%s · %s · %s · %s" % (self.name, self.date or "no date", ",".join(self.bands) or "no band names", res)
+        text = "%s · %s · %s · %s" % (self.name, self.date or "no date", short_bands(self.bands), res)
         if self.problems:
             text += "  — %d problem%s" % (len(self.problems), "" if len(self.problems) == 1 else "s")
         return text
@@ -71,6 +71,14 @@ class SceneEntry:
         elif self.usable:
             lines.append("Usable with this model.")
         return "\n".join(lines)
+
+
+_SHORT = {"red": "R", "green": "G", "blue": "B", "nir": "NIR"}
+
+
+def short_bands(bands: Sequence[str]) -> str:
+    """``R,G,B,NIR`` for the usual names (the list is narrow); other names as they are."""
+    return ",".join(_SHORT.get(b, b) for b in bands) or "no band names"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class SetupDialog(QDialog):
         self.step_labels: List[QLabel] = []
         for title in STEPS:
             label = QLabel("%s  %s" % (PENDING, title))
+            label.setWordWrap(True)
             self.step_labels.append(label)
             col.addWidget(label)
         self.detail_label = QLabel("")
@@ -48,7 +49,7 @@ class SetupDialog(QDialog):
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setVisible(False)
-        self.log_view.setMinimumHeight(220)
+        self.log_view.setMinimumHeight(140)
         col.addWidget(self.log_view, 1)
         row = QHBoxLayout()
         self.log_button = QPushButton("Show full log")
@@ -92,11 +93,16 @@ class SetupDialog(QDialog):
         self.detail_label.setText("")
         self.result_label.setText(message)
         self.cancel_button.setText("Close")
+        self.adjustSize()  # the whole message, never cut
 
     def _toggle_log(self, shown: bool) -> None:
         self.log_view.setVisible(shown)
         self.log_button.setText("Hide full log" if shown else "Show full log")
         self.adjustSize()
+        screen = self.screen().availableGeometry() if hasattr(self, "screen") else None
+        if screen is not None and self.height() > screen.height() - 40:  # never taller than the screen
+            self.resize(self.width(), screen.height() - 40)
+            self.move(self.x(), screen.top() + 20)
 
     def _cancel_or_close(self) -> None:
         if self.ok is None:

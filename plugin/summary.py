@@ -38,9 +38,11 @@ def describe_model(model: dict) -> str:
 
 def describe_model_short(model: dict) -> str:
     """The model card in one short line (the dock's; the full card goes in its tooltip)."""
+    from .scenes import short_bands
+
     text = "%s %s · %s · %.1f m · %d px" % (
-        model.get("model_id"), model.get("version"), ",".join(model.get("bands") or []), float(model.get("gsd") or 0),
-        int(model.get("chip_size") or 0))
+        model.get("model_id"), model.get("version"), short_bands(model.get("bands") or []),
+        float(model.get("gsd") or 0), int(model.get("chip_size") or 0))
     if model.get("demo"):
         text += " · DEMO"
     return text

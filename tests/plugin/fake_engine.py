@@ -180,7 +180,8 @@ def main():
     rest = argv[3:]
     if command == "info":
         return fake_info(rest)
-    if command == "model":
+    if command == "model" and rest[:1] == ["show"]:
+        rest = rest[1:]
         print(json.dumps({"model_id": "groundbreak-demo-resnet18h-4b", "version": "0.1.0",
                           "bands": ["red", "green", "blue", "nir"], "gsd": 2.0, "chip_size": 256, "demo": True,
                           "threshold": 0.5, "card_summary": "Demo weights (not validated on real construction).",

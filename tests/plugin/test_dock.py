@@ -80,7 +80,7 @@ def test_scenes_are_listed_with_engine_info(dock, qtbot, tmp_path):
         dock.add_scenes([str(tmp_path / "a_20140720.tif"), str(tmp_path / "b_20150926.tif")])
     texts = [dock.scene_list.item(i).text() for i in range(dock.scene_list.count())]
     assert len(texts) == 2
-    assert "2014-07-20" in texts[0] and "red,green,blue,nir" in texts[0] and "2.0 m" in texts[0]
+    assert "2014-07-20" in texts[0] and "R,G,B,NIR" in texts[0] and "2.0 m" in texts[0]
 
 
 def test_folder_adds_its_rasters(dock, qtbot, tmp_path):
@@ -93,7 +93,8 @@ def test_folder_adds_its_rasters(dock, qtbot, tmp_path):
 def test_model_card_says_demo(dock, qtbot):
     with qtbot.waitSignal(dock.model_finished, timeout=20000):
         dock.load_model()
-    assert "DEMO" in dock.model_label.text() and "red,green,blue,nir" in dock.model_label.text()
+    assert "DEMO" in dock.model_label.text() and "R,G,B,NIR" in dock.model_label.text()
+    assert "red,green,blue,nir" in dock.model_label.toolTip()  # the full card
 
 
 def test_plan_shows_chips_drops_time_and_cost(dock, qtbot, tmp_path):
@@ -320,7 +321,7 @@ def test_a_folder_with_sidecar_masks_lists_only_scenes(dock, qtbot, tmp_path):
         dock.add_folder(str(folder))
     assert [e.name for e in dock.entries] == ["a_20140720.tif", "b_20150926.tif"]
     assert not any("mask" in t for t in scene_texts(dock))
-    assert "Skipped 2 files" in dock.skipped_label.text() and "sidecar mask" in dock.skipped_label.text()
+    assert "Skipped 2 files" in dock.skipped_label.text() and "sidecar mask" in dock.skipped_label.toolTip()
 
 
 def test_wrong_bands_and_resolution_show_before_plan(dock, qtbot, tmp_path):
@@ -376,7 +377,7 @@ def test_plan_reports_every_problem_with_its_hint_in_the_dock(dock, qtbot, tmp_p
     assert blocker.args[0] is None
     text = dock.message_view.toPlainText()
     assert dock.message_view.isVisibleTo(dock)
-    assert text.startswith("Plan failed: 3 problems")
+    assert text.startswith("Plan failed: 3 problems"), text
     for part in ("needs [red, green, blue, nir]", "300 m pixels", "does not overlap any AOI",
                  "Hint: use 4-band R,G,B,NIR imagery or pass --band-order",
                  "Hint: use imagery near 2.00 m, or pass --allow-resample to resample it onto the 2.00 m chip grid "

@@ -74,7 +74,7 @@ def test_dock_end_to_end_with_the_real_engine(dock, demo, qtbot, tmp_path):
         dock.add_scenes(demo["scenes"])
     texts = [dock.scene_list.item(i).text() for i in range(dock.scene_list.count())]
     assert [d in t for d, t in zip(demo["dates"], texts)] == [True] * 3, texts
-    assert all("red,green,blue,nir" in t and "2.0 m" in t for t in texts), texts
+    assert all("R,G,B,NIR" in t and "2.0 m" in t for t in texts), texts
     assert [e.usable for e in dock.entries] == [True] * 3 and all(e.epsg == 32614 for e in dock.entries)
 
     with qtbot.waitSignal(dock.model_finished, timeout=120000):

@@ -44,8 +44,8 @@ def test_invalid_requests_are_refused_with_a_reason(req, command, fragment):
 def test_info_and_model_args():
     assert request.info_args(["x.tif", "y.tif"]) == ["info", "--json", "x.tif", "y.tif"]
     assert request.info_args(["x.tif"], model="m") == ["info", "--json", "--model", "m", "x.tif"]
-    assert request.model_args() == ["model", "--json"]
-    assert request.model_args("/m") == ["model", "/m", "--json"]
+    assert request.model_args() == ["model", "show", "--json"]
+    assert request.model_args("/m") == ["model", "show", "/m", "--json"]
     with pytest.raises(RequestError):
         request.info_args([])
 
