@@ -44,8 +44,8 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QShortcut,
+    QSizePolicy,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -107,7 +107,8 @@ class GroundbreakDock(QDockWidget):
         self.entries: List[SceneEntry] = []
         self.specs: List[str] = []  # what the user added, in order
         self.removed_from: Dict[str, int] = {}  # spec -> scenes of it the user removed
-        self.skipped: Dict[str, list] = {}  # spec -> files its discovery skipped
+        self.skipped: Dict[str, list] = {}  # spec -> files its discovery skipped (answered specs only)
+        self.unreadable: Dict[str, str] = {}  # spec -> why the engine could not list it
         self.scene_info: Dict[str, dict] = {}
         self.model_info: Optional[dict] = None
         self.engine_status: Optional[dict] = None
@@ -142,7 +143,7 @@ class GroundbreakDock(QDockWidget):
         col.setSpacing(4)
         self.engine_label = QLabel("Engine: checking…")
         self.engine_label.setWordWrap(True)
-        self.setup_button = QPushButton("Set &up engine…")
+        self.setup_button = QPushButton("Set up en&gine…")
         self.setup_button.setToolTip("Create the engine's own Python environment (torch CPU, OpenVINO)")
         col.addLayout(_row(self.engine_label, self.setup_button, stretch_first=True))
 
@@ -476,14 +477,12 @@ class GroundbreakDock(QDockWidget):
     # ---------------------------------------------------------------- scenes
     def scene_paths(self) -> List[str]:
         """What plan and run are given: specs intact, or the remaining scenes of a trimmed spec."""
-        return run_specs(self.entries, self.removed_from) + [s for s in self.specs if not self._entries_of(s)
-                                                             and s not in self._failed_specs()]
+        # a spec that listed nothing (or could not be read) is still handed on: the engine says why
+        return run_specs(self.entries, self.removed_from) + [s for s in self.specs if not self._entries_of(s)]
 
     def _entries_of(self, spec: str) -> List[SceneEntry]:
         return [e for e in self.entries if e.spec == spec]
 
-    def _failed_specs(self) -> List[str]:
-        return [s for s in self.specs if s in self.skipped and self.skipped[s] == ["__failed__"]]
 
     def add_scenes(self, specs: List[str]) -> None:
         """Adds files, folders, globs or STAC JSON; the engine's discovery lists their scenes."""
@@ -516,7 +515,7 @@ class GroundbreakDock(QDockWidget):
     def refresh_scene_info(self) -> None:
         """Asks the engine again about every spec (the model changed)."""
         specs = list(self.specs)
-        self.entries, self.specs, self.removed_from, self.skipped = [], [], {}, {}
+        self.entries, self.specs, self.removed_from, self.skipped, self.unreadable = [], [], {}, {}, {}
         self.scene_list.clear()
         self.add_scenes(specs)
 
@@ -534,7 +533,7 @@ class GroundbreakDock(QDockWidget):
             return
         if error:
             for spec in batch:
-                self.skipped[spec] = ["__failed__"]
+                self.unreadable[spec] = error[0]
             self.show_message("Could not read %s: %s\nHint: %s" % (", ".join(batch), error[0], error[1]))
             self.notify(error[0], error[1], Qgis.Warning)
         else:
@@ -569,7 +568,7 @@ class GroundbreakDock(QDockWidget):
         for spec in self.specs:
             mine = self._entries_of(spec)
             if not mine:
-                state = "failed" if spec in self._failed_specs() else "pending" if spec not in self.skipped else "empty"
+                state = ("failed" if spec in self.unreadable else "empty" if spec in self.skipped else "pending")
                 text = {"failed": "could not be read (see the message below)", "pending": "(reading…)",
                         "empty": "no scenes found"}[state]
                 item = QListWidgetItem(warn if state != "pending" else ok, "%s  %s" % (os.path.basename(
@@ -596,7 +595,7 @@ class GroundbreakDock(QDockWidget):
         self.scenes_summary = "%d scene%s%s" % (total, "" if total == 1 else "s",
                                                 ", %d cannot be used" % len(unusable) if unusable else "")
         self.scenes_box.setTitle("Scenes: " + self.scenes_summary if total else "Scenes")
-        skipped = [s for spec in self.specs for s in self.skipped.get(spec, []) if s != "__failed__"]
+        skipped = [s for spec in self.specs for s in self.skipped.get(spec, [])]
         self.skipped_label.setVisible(bool(skipped))
         if skipped:
             self.skipped_label.setText("Skipped %d file%s that %s not scenes (hover for the list)" % (
@@ -672,13 +671,13 @@ class GroundbreakDock(QDockWidget):
 
     def _drop_spec(self, spec: str) -> None:
         self.entries = [e for e in self.entries if e.spec != spec]
-        for store in (self.removed_from, self.skipped):
+        for store in (self.removed_from, self.skipped, self.unreadable):
             store.pop(spec, None)
         if spec in self.specs:
             self.specs.remove(spec)
 
     def clear_scenes(self) -> None:
-        self.entries, self.specs, self.removed_from, self.skipped = [], [], {}, {}
+        self.entries, self.specs, self.removed_from, self.skipped, self.unreadable = [], [], {}, {}, {}
         self.plan_result = None
         self._render_scenes()
 
