@@ -83,7 +83,8 @@ class GroundbreakPlugin:
     def show_settings(self) -> None:
         from .settings_dialog import SettingsDialog
 
-        SettingsDialog(self.iface.mainWindow(), on_setup=lambda: self.setup_engine()).exec_()
+        if SettingsDialog(self.iface.mainWindow(), on_setup=lambda: self.setup_engine()).exec_() and self.dock:
+            self.dock.refresh_engine()  # another interpreter or runtime: say what runs will use
 
     def setup_engine(self, plan=None) -> None:
         """Builds a new engine environment; the configured engine changes only when it works."""

@@ -75,7 +75,10 @@ class SetupPlan:
         return "%s[%s]" % (self.source, ENGINE_EXTRA)
 
     def pip_install(self, use_index: bool, *extra: str) -> List[str]:
-        argv = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+        # --no-compile: byte-compiling torch's thousands of modules costs tens of seconds on 2 cores;
+        # Python writes the caches itself on first import
+        argv = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
+                "--no-compile"]
         if use_index and self.extra_index:
             argv += ["--extra-index-url", self.extra_index]
         return argv + list(extra) + list(self.packages) + [self.requirement]
