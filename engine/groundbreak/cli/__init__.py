@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 import click
 
 from .. import __version__
 from ..errors import GroundbreakError, InternalError
+
+#: Before the sub-commands (and with them rasterio, GDAL, …) are imported: the start-up a user waits
+#: for before a run starts, which ``plan`` includes in its time estimate.
+PROCESS_START = time.perf_counter()
 
 
 class _Group(click.Group):
@@ -77,9 +82,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, evaluate, info, model, plan, run, train
+    from . import demo, evaluate, info, model, plan, run, timeline, train
 
-    for module in (demo, info, plan, run, model, train, evaluate):
+    for module in (demo, info, plan, run, model, train, evaluate, timeline):
         cli.add_command(module.command)
 
 

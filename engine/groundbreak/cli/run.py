@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 
 from ..errors import PartialRunError, UsageError
 from ..pipeline import RunOptions, RunStatus, run_detection
-from . import options
+from . import PROCESS_START, options
 from .common import install_cancel, make_reporter, open_model, plan_from
 from .summary import print_run_summary, progress_listener
 
@@ -52,7 +53,8 @@ def command(ctx: click.Context, **params: Any) -> None:
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
         result = run_detection(plan, model, out_path, options=run_options, reporter=reporter, cancel=cancel,
-                               command=" ".join(shlex.quote(a) for a in sys.argv))
+                               command=" ".join(shlex.quote(a) for a in sys.argv),
+                               startup_s=time.perf_counter() - PROCESS_START)
     reporter.result({"gpkg": str(result.output)}, result.stats.to_dict(), result.cost.to_dict())
     if not ctx.obj.get("quiet"):
         print_run_summary(result)

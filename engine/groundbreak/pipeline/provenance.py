@@ -36,7 +36,7 @@ def run_fingerprint(plan: Plan, model: ModelPackage, options: RunOptions) -> str
             "nodata": scene.nodata,
             "alpha": scene.alpha_band,
         })
-    extra = {
+    extra: Dict[str, object] = {
         "model": package_digest(model),
         "runtime": options.requested_runtime(model.runtime),
         "drop_rule": options.drop_rule.fingerprint(),

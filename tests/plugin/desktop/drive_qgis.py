@@ -143,6 +143,7 @@ def setup_start():
         return scenes_start()
     sys.path.insert(0, CFG["tests_dir"])
     import tiny_wheel
+
     from groundbreak.setup_engine import SetupPlan
 
     plugin = plugins["groundbreak"]

@@ -66,7 +66,8 @@ def engine_problem() -> str:
 
 def model_for_run(dest: Path) -> str:
     """"" (the engine's bundled demo model) when it loads, else a fixed random-weights package."""
-    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "model", "show", "--json"], capture_output=True, timeout=300)
+    done = subprocess.run([str(ENGINE_PY), "-m", "groundbreak", "model", "show", "--json"], capture_output=True,
+                          timeout=300)
     if done.returncode == 0:
         return ""
     done = subprocess.run([str(ENGINE_PY), "-c", MODEL_SCRIPT, str(dest)], capture_output=True, timeout=600)
