@@ -34,6 +34,10 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader of our stdout went away (`groundbreak model | head`): nothing to report to.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as exc:
             # A bug must still end the stream with error and done events, or a client waits forever.
             logging.getLogger("groundbreak").exception("unexpected error")

@@ -110,11 +110,22 @@ def _expand(spec: str, rules: Optional[MaskRules], skipped: List[Skipped]) -> li
                 "current directory",
             )
         return kept
+    stac_file, _, item_id = spec.partition("#")
+    if item_id and _is_stac_name(stac_file) and os.path.isfile(stac_file):
+        return [spec]  # one item of a STAC file: catalog.json#item-id
     if not os.path.exists(spec):
         raise MissingFileError(
             f"scene {spec} does not exist", hint="check the path (and the current directory)"
         )
     return [spec]
+
+
+def _split_item(path: str) -> Tuple[str, Optional[str]]:
+    """``catalog.json#item-id`` -> (``catalog.json``, ``item-id``); a plain path -> (path, None)."""
+    stac_file, _, item_id = path.partition("#")
+    if item_id and _is_stac_name(stac_file):
+        return stac_file, item_id
+    return path, None
 
 
 def _not_a_scene(path: str, rules: Optional[MaskRules], *, in_folder: bool) -> str:
@@ -180,20 +191,30 @@ def survey_scenes(
     expanded = [(spec, path) for spec in map(os.fspath, specs) for path in _expand(spec, mask_rules, skipped)]
     by_key: dict[str, Scene] = {}
     for spec, path in expanded:
-        if not _is_stac_name(path):
+        stac_file, item_id = _split_item(path)
+        if not _is_stac_name(stac_file):
             continue
-        items = _load_stac(path)
+        items = _load_stac(stac_file)
+        if item_id is not None:
+            chosen = [(item, base) for item, base in items if item.id == item_id]
+            if not chosen:
+                raise UsageError(
+                    f"STAC file {stac_file} has no item {item_id!r} (it has: "
+                    f"{', '.join(i.id for i, _ in items[:10]) or 'none'}{', …' if len(items) > 10 else ''})",
+                    hint="check the item id after '#', or pass the STAC file alone for all its items",
+                )
+            items = chosen
         if not items:
-            log.warning("STAC file %s holds no items", path)
+            log.warning("STAC file %s holds no items", stac_file)
         for item, base in items:
             scene = _scene_from_item(
                 item, base, band_order=band_order, date=date, mask_rules=mask_rules, spec=spec,
                 require_date=require_date,
             )
             by_key.setdefault(key_of(scene.path), scene)
-    listed_stems = {_stem(os.path.basename(p)) for _, p in expanded if not _is_stac_name(p)}
+    listed_stems = {_stem(os.path.basename(p)) for _, p in expanded if not _is_stac_name(_split_item(p)[0])}
     for _spec, path in expanded:
-        if _is_stac_name(path) or key_of(path) in by_key:
+        if _is_stac_name(_split_item(path)[0]) or key_of(path) in by_key:
             continue
         if _is_sidecar_of_listed(path, listed_stems, mask_rules):
             # An unquoted shell glob (scenes/*.tif) lists the masks next to their scenes.
