@@ -77,9 +77,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, evaluate, info, model, plan, run, train
+    from . import demo, evaluate, fleet, info, model, plan, run, train
 
-    for module in (demo, info, plan, run, model, train, evaluate):
+    for module in (demo, info, plan, run, model, train, evaluate, fleet):
         cli.add_command(module.command)
 
 
