@@ -36,12 +36,12 @@ class UnitFailure(GroundbreakError, RuntimeError):
     code = "unit_failed"
     retryable = True
 
-    def __reduce__(self):  # keep the hint across processes (Exception pickles only args)
-        return (_rebuild_failure, (self.message, self.hint))
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.args = (message, hint)  # how Exception pickles itself: cls(*args)
 
-
-def _rebuild_failure(message: str, hint: str) -> "UnitFailure":
-    return UnitFailure(message, hint=hint)
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ def run_job(job: UnitJob) -> Dict[str, Any]:
     detections: List[DetectionRecord] = []
     timings: Dict[str, float] = {}
     runtime = ""
+    failure: Optional[UnitFailure] = None
     try:
         for task in job.tasks:
             result = run_unit(task)
@@ -96,9 +97,11 @@ def run_job(job: UnitJob) -> Dict[str, Any]:
                 timings[key] = round(timings.get(key, 0.0) + value, 4)
     except Exception as exc:  # anything: the runner decides whether to retry or split
         text = exc.message if isinstance(exc, GroundbreakError) else str(exc)
-        hint = exc.hint if isinstance(exc, GroundbreakError) else ""
-        raise UnitFailure("unit %s failed on %s: %s: %s" % (job.unit_id, worker_id(), type(exc).__name__, text),
-                          hint=hint) from None
+        failure = UnitFailure("unit %s failed on %s: %s: %s" % (job.unit_id, worker_id(), type(exc).__name__, text),
+                              hint=exc.hint if isinstance(exc, GroundbreakError) else "")
+    if failure is not None:
+        # Raised outside the handler: no chained context (GDAL handles, tracebacks) to pickle back.
+        raise failure
     counts = {s.value: 0 for s in ChipStatus}
     for rec in chips:
         counts[rec.status] += 1
