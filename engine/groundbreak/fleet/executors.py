@@ -19,6 +19,7 @@ the ledger) is the runner's, identical for every executor.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process
 import enum
 import logging
 import multiprocessing
@@ -110,7 +111,7 @@ class _FuturesExecutor(Executor):
         exc = handle.exception()
         if exc is None:
             return handle.result()
-        if isinstance(exc, cf.process.BrokenProcessPool):
+        if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
             return Failure(FailureKind.WORKER_LOST, "a pool worker died (%s)" % exc)
         return Failure(FailureKind.EXCEPTION, _describe(exc))
 
@@ -168,7 +169,7 @@ class ProcessPoolExecutor(_FuturesExecutor):
             assert self._pool is not None, "start() the executor first"
             try:
                 return self._pool.submit(run_job, job)
-            except cf.process.BrokenProcessPool:
+            except concurrent.futures.process.BrokenProcessPool:
                 log.warning("the process pool broke (a worker died); starting a new one")
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()

@@ -276,6 +276,16 @@ class Ledger:
         keys = ("chips", "inferred", "dropped", "failed", "detections", "seconds", "cpu_seconds")
         return dict(zip(keys, r))
 
+    def failed_chips(self) -> int:
+        """Chips recorded as failed and not redone since: in failed units, and in done units whose
+        failed chips no finished retry unit (``fleet retry``) has redone."""
+        in_failed = self._conn.execute("SELECT COALESCE(SUM(chips), 0) FROM units WHERE state='failed'").fetchone()[0]
+        in_done = self._conn.execute(
+            "SELECT COALESCE(SUM(u.failed), 0) FROM units u WHERE u.state='done' AND u.failed > 0 AND NOT EXISTS "
+            "(SELECT 1 FROM units c WHERE c.parent = u.unit_id AND c.generation > u.generation AND c.state='done')"
+        ).fetchone()[0]
+        return int(in_failed) + int(in_done)
+
     def runner_attempts(self) -> List[Dict[str, Any]]:
         cols = ("id", "started", "finished", "status", "executor", "workers", "cores_per_worker", "host", "pid",
                 "chips", "units", "busy_seconds", "detail")

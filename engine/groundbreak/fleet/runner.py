@@ -23,13 +23,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..pipeline.options import RunStatus
 from ..pipeline.units import UnitTask
 from ..reporter import CancelToken, Reporter
+from ..scene import Scene
+from ..suitability import SceneFit
 from .executors import Executor, Failure, FailureKind
-from .ledger import Ledger, RunnerLock, UnitRow, UnitState
+from .ledger import Ledger, RunnerLock, RunSpec, UnitRow, UnitState
 from .parts import PartStore, part_name
 from .planning import usd_per_worker_second
 from .work import FleetUnit, split_unit
@@ -233,14 +235,7 @@ class FleetRunner:
             self.in_flight[handle] = (unit_id, time.time(), row.chips)
 
     def _job(self, unit: FleetUnit, attempt: int) -> UnitJob:
-        s = self.spec
-        scene = self._scenes[unit.scene_index]
-        bands = self._fits[unit.scene_index].band_indexes
-        tasks = tuple(UnitTask(unit_id=block_id, scene=scene, grid=s.grid, band_indexes=bands, chips=chips,
-                               rule=s.rule, model=s.model, runtime=s.runtime, batch_size=s.batch_size,
-                               threads=s.threads, readers=s.readers, force_runtime=s.force_runtime)
-                      for block_id, chips in unit.blocks)
-        return UnitJob(unit_id=unit.unit_id, run_id=s.run_id, attempt=attempt, tasks=tasks, parts=self.parts)
+        return build_job(self.spec, self._scenes, self._fits, unit, attempt, self.parts)
 
     # -- outcomes ----------------------------------------------------------------------------------
     def _finished(self, handle: Any) -> None:
@@ -325,7 +320,7 @@ class FleetRunner:
         totals = self.ledger.totals()
         counts = {"units_%s" % k: v["units"] for k, v in states.items()}
         counts.update(inferred=int(totals["inferred"]), dropped=int(totals["dropped"]),
-                      failed=int(totals["failed"]) + states[UnitState.FAILED.value]["chips"],
+                      failed=self.ledger.failed_chips(),
                       detections=int(totals["detections"]), in_flight=len(self.in_flight))
         return done, total, counts
 
@@ -346,8 +341,7 @@ class FleetRunner:
         self._report(force=True)
         if status is not RunStatus.OK:
             return status
-        states = self.ledger.state_counts()
-        if states[UnitState.FAILED.value]["units"] or self.ledger.totals()["failed"]:
+        if self.ledger.failed_chips():
             return RunStatus.PARTIAL
         return status
 
@@ -364,6 +358,24 @@ class FleetRunner:
             cost_usd=float(totals["seconds"]) * usd_per_worker_second(self.spec),
             executor=self.executor.describe(),
         )
+
+
+def build_job(spec: RunSpec, scenes: Sequence[Scene], fits: Sequence[SceneFit], unit: FleetUnit, attempt: int,
+              parts: PartStore) -> UnitJob:
+    """A fleet unit as the job a worker runs: one self-contained ``UnitTask`` per block."""
+    scene = scenes[unit.scene_index]
+    bands = fits[unit.scene_index].band_indexes
+    tasks = tuple(UnitTask(unit_id=block_id, scene=scene, grid=spec.grid, band_indexes=bands, chips=chips,
+                           rule=spec.rule, model=spec.model, runtime=spec.runtime, batch_size=spec.batch_size,
+                           threads=spec.threads, readers=spec.readers, force_runtime=spec.force_runtime)
+                  for block_id, chips in unit.blocks)
+    return UnitJob(unit_id=unit.unit_id, run_id=spec.run_id, attempt=attempt, tasks=tasks, parts=parts)
+
+
+def job_for(ledger: Ledger, unit_id: str, attempt: int = 1) -> UnitJob:
+    """The job of one unit of ``ledger`` (to run a unit by hand, e.g. to debug it in this process)."""
+    return build_job(ledger.spec, ledger.scenes(), ledger.fits(), ledger.unit(unit_id), attempt,
+                     PartStore(ledger.spec.parts))
 
 
 def run_fleet(ledger: "str | Path", executor: Executor, **kwargs: Any) -> FleetRunResult:

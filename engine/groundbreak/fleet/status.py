@@ -59,7 +59,7 @@ def fleet_status(ledger_path: "str | Path", *, failures: int = 10) -> FleetStatu
         return FleetStatus(
             run_id=ledger.spec.run_id, runner_active=runner_active(ledger_path),
             units={k: v["units"] for k, v in states.items()}, chips_total=total, chips_done=done,
-            chips_failed=int(totals["failed"]) + states[UnitState.FAILED.value]["chips"],
+            chips_failed=ledger.failed_chips(),
             detections=int(totals["detections"]), chips_per_s=None if rate is None else round(rate, 2),
             eta_s=round((total - done) / rate, 1) if rate else None,
             cost_so_far_usd=float(totals["seconds"]) * usd_per_worker_second(ledger.spec),

@@ -8,9 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import List, Tuple
 
-from shapely.geometry import box
-
 from conftest import ORIGIN, write_aoi, write_scene
+from shapely.geometry import box
 
 X0, Y1 = ORIGIN
 DATES = ("20240501", "20240601", "20240701")

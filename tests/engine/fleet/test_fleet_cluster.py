@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from fleet_world import records, with_threshold, write_world
+from scene_fixtures import truncate
 
 from groundbreak.fleet import DaskExecutor, Ledger, RetryPolicy, UnitState, aggregate, plan_fleet, run_fleet
 from groundbreak.fleet.runner import FleetRunner
 from groundbreak.model import load_model_package
 from groundbreak.pipeline import RunOptions, run_detection
 from groundbreak.plan import plan_inputs
-
-from fleet_world import records, with_threshold, write_world
-from scene_fixtures import truncate
 
 distributed = pytest.importorskip("distributed")
 

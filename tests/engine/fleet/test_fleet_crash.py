@@ -3,6 +3,8 @@ merged output equals an undisturbed run's, with no duplicates."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import sqlite3
@@ -12,13 +14,13 @@ import time
 
 import psutil
 import pytest
+from fleet_world import records, with_threshold, write_world
 
 from groundbreak.fleet import Ledger, UnitState, aggregate, plan_fleet
+from groundbreak.fleet.parts import SUFFIX, decode_part
 from groundbreak.model import load_model_package
 from groundbreak.pipeline import RunOptions, run_detection
 from groundbreak.plan import plan_inputs
-
-from fleet_world import records, with_threshold, write_world
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
@@ -83,12 +85,10 @@ def test_the_ledger_survives_a_sigkill_of_the_runner(tmp_path, tiny_model):
     finally:
         conn.close()
     # The part folder holds no half-written part: every part file reads back complete.
-    from groundbreak.fleet.parts import SUFFIX, decode_part
-
     for path in (tmp_path / "run.parts").glob("*" + SUFFIX):
-        doc = decode_part(path.read_bytes(), where=str(path), run_id=planned.run_id,
-                          unit_id=__import__("json").loads(__import__("gzip").decompress(path.read_bytes()))["unit_id"])
-        assert doc.chips
+        raw = path.read_bytes()
+        unit_id = json.loads(gzip.decompress(raw))["unit_id"]
+        assert decode_part(raw, where=str(path), run_id=planned.run_id, unit_id=unit_id).chips
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert again.returncode == 0, again.stderr[-3000:]
     with Ledger(ledger, readonly=True) as led:
