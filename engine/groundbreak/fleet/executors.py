@@ -238,7 +238,7 @@ class DaskExecutor(Executor):
 
         try:
             distributed.wait(list(handles), timeout=timeout, return_when="FIRST_COMPLETED")
-        except (TimeoutError, distributed.TimeoutError):  # type: ignore[attr-defined]
+        except TimeoutError:  # distributed.TimeoutError is the builtin
             pass
         return [h for h in handles if h.done()]
 

@@ -125,16 +125,16 @@ def write_plan(plan: Plan, model: ModelPackage, units: Sequence[FleetUnit], ledg
     usd_per_chip = usd_per_worker_second(spec) / rate
     stats = aoi_statistics(plan, usd_per_chip)
     chips = plan.chips_planned
-    info = {"aoi_km2": plan.aoi_km2, "scanned_km2": plan.scanned_km2, "ground_chips": plan.ground_chips,
+    source = "measured on this machine" if measured else "default guess"
+    info: Dict[str, Any] = {"aoi_km2": plan.aoi_km2, "scanned_km2": plan.scanned_km2, "ground_chips": plan.ground_chips,
             "chips_planned": chips, "command": command, "chips_per_s": rate,
-            "throughput_source": "measured on this machine" if measured else "default guess",
-            "skipped_scenes": list(plan.skipped_scenes)}
+            "throughput_source": source, "skipped_scenes": list(plan.skipped_scenes)}
     Ledger.create(ledger_path, spec=spec, plan=plan, units=units, aoi_stats=[_stat_doc(s) for s in stats],
                   info=info, overwrite=overwrite).close()
     return FleetPlanResult(
         ledger=ledger_path, run_id=spec.run_id, parts=location, units=len(units), chips=chips,
         ground_chips=plan.ground_chips, aoi_km2=plan.aoi_km2, scanned_km2=plan.scanned_km2, scenes=len(plan.scenes),
-        chips_per_s=round(rate, 2), throughput_source=info["throughput_source"],
+        chips_per_s=round(rate, 2), throughput_source=source,
         expected_worker_seconds=chips / rate, expected_usd=chips * usd_per_chip, aois=tuple(stats),
     )
 
