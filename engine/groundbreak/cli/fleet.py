@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -144,6 +145,11 @@ def run_command(ctx: click.Context, ledger: str, local: Optional[int], scheduler
     reporter.hello(None)
     with Ledger(ledger, readonly=True) as led:
         threads = led.spec.threads
+    cores = os.cpu_count() or 1
+    local_workers = local or processes
+    if local_workers and local_workers * threads > cores:
+        reporter.warning("oversubscribed", "%d worker(s) × %d thread(s) on %d core(s): workers will share cores" % (
+            local_workers, threads, cores), "plan with --threads 1 and run one worker per core")
     if local is not None:
         executor: Any = DaskExecutor(local=local, threads=threads, dashboard=dashboard)
     elif scheduler is not None:

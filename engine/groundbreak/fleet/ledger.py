@@ -452,7 +452,10 @@ class RunnerLock:
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     try:
         if readonly:
-            conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30.0, isolation_level=None)
+            # Not mode=ro: a reader must be able to roll back the hot journal a killed runner left
+            # (SQLite does that on open); query_only keeps this connection from writing anything else.
+            conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA query_only=ON")
         else:
             conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=DELETE")
