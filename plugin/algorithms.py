@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from qgis.core import (
     QgsFeatureSink,
@@ -32,6 +32,7 @@ from qgis.PyQt.QtGui import QIcon
 from . import aoi as aoi_mod
 from . import blocking, request, settings
 from .resources import icon_path
+from .scenes import format_error
 from .summary import describe_plan
 
 
@@ -84,7 +85,7 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
 
-    def _request(self, parameters, context, feedback, out: str = None) -> Tuple[str, request.RunRequest]:
+    def _request(self, parameters, context, feedback, out: Optional[str] = None) -> Tuple[str, request.RunRequest]:
         source = self.parameterAsSource(parameters, self.AOI, context)
         if source is None:
             raise QgsProcessingException("the AOI input is missing or unreadable")
@@ -93,7 +94,7 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
         try:
             aoi_path = aoi_mod.write_aoi_file(geoms, source.sourceCrs(), os.path.join(workdir, "aoi.gpkg"))
         except aoi_mod.AoiError as exc:
-            raise QgsProcessingException("%s. %s" % (exc.message, exc.hint))
+            raise QgsProcessingException("%s. %s" % (exc.message, exc.hint)) from exc
         scenes: List[str] = []
         for layer in self.parameterAsLayerList(parameters, self.SCENES, context) or []:
             scenes.append(layer.source().split("|")[0])
@@ -121,14 +122,14 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
             elif event.type == "warning":
                 feedback.pushWarning("%s (%s)" % (event.get("message"), event.get("hint")))
             elif event.type == "error":
-                feedback.reportError("%s. Hint: %s" % (event.get("message"), event.get("hint")))
+                feedback.reportError(format_error("engine error", event.data))  # every problem, each hint
             elif event.type == "features":
                 feedback.pushInfo("%d detections received" % len(event.get("features") or []))
 
         try:
             request.engine_argv(interpreter, args)
         except request.RequestError as exc:
-            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint))
+            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint)) from exc
         feedback.pushInfo("engine: %s" % " ".join(request.engine_argv(interpreter, args)))
         status, state, failure = blocking.run_events(
             interpreter, args, is_canceled=feedback.isCanceled, on_event=on_event,
@@ -174,12 +175,13 @@ class DetectAlgorithm(_EngineAlgorithm):
         try:
             args = request.run_args(req, "run")
         except request.RequestError as exc:
-            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint))
+            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint)) from exc
         status, state = self._drive(interpreter, args, feedback)
         out = ((state.result or {}).get("outputs") or {}).get("gpkg") or gpkg
         layer = QgsVectorLayer("%s|layername=detections" % out, "detections", "ogr")
         if not layer.isValid():
-            raise QgsProcessingException("the engine finished (%s) but its output %s has no detections layer" % (status, out))
+            raise QgsProcessingException(
+                "the engine finished (%s) but its output %s has no detections layer" % (status, out))
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, layer.fields(), layer.wkbType(),
                                              layer.crs())
         if sink is None:
@@ -222,7 +224,7 @@ class PlanAlgorithm(_EngineAlgorithm):
         try:
             args = request.run_args(req, "plan")
         except request.RequestError as exc:
-            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint))
+            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint)) from exc
         status, state = self._drive(interpreter, args, feedback)
         result = state.result or {}
         stats, cost = result.get("stats") or {}, result.get("cost") or {}

@@ -19,12 +19,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from .errors import PluginError
 
-class AoiError(ValueError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+
+class AoiError(PluginError):
+    """An AOI that cannot be used (no polygons, not writable)."""
 
 
 def polygons(geometries: Iterable[QgsGeometry]) -> List[QgsGeometry]:

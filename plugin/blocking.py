@@ -14,17 +14,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import protocol, request
-from .stream import EventStream, RunState, describe_exit, final_status
+from .errors import PluginError
+from .escalation import DEFAULT_POLICY, Escalation, StopPolicy, StopStep
+from .stream import EventStream, RunState, cli_error, describe_exit, final_status
 
-CANCEL_GRACE_S = 20.0
-TERMINATE_GRACE_S = 5.0
 
-
-class EngineCallError(RuntimeError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+class EngineCallError(PluginError):
+    """An engine command that did not start, failed, or answered something that is not JSON."""
 
 
 def run_events(
@@ -35,6 +31,7 @@ def run_events(
     on_stderr: Optional[Callable[[str], None]] = None,
     on_garbage: Optional[Callable[[str], None]] = None,
     poll_s: float = 0.1,
+    policy: StopPolicy = DEFAULT_POLICY,
 ) -> Tuple[str, RunState, Optional[Tuple[str, str]]]:
     """Runs an engine command with ``--events jsonl``; returns (status, state, failure)."""
     argv = request.engine_argv(interpreter, args)
@@ -46,23 +43,25 @@ def run_events(
             env=request.clean_environment(), bufsize=0,
         )
     except OSError as exc:
-        failure = ("could not start the engine interpreter %r: %s" % (argv[0], exc),
-                   "set the engine's Python in Groundbreak settings, or use 'Set up engine'")
-        return "failed", stream.state, failure
+        return "failed", stream.state, ("could not start the engine interpreter %r: %s" % (argv[0], exc),
+                                        "set the engine's Python in Groundbreak settings, or use 'Set up engine'")
 
     lock = threading.Lock()
     chunks: List[bytes] = []
 
+    stdout, stderr, stdin = proc.stdout, proc.stderr, proc.stdin
+    assert stdout is not None and stderr is not None and stdin is not None
+
     def pump_stdout() -> None:
         while True:
-            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(65536)
+            chunk = stdout.read1(65536) if hasattr(stdout, "read1") else stdout.read(65536)
             if not chunk:
                 return
             with lock:
                 chunks.append(chunk)
 
     def pump_stderr() -> None:
-        for raw in iter(proc.stderr.readline, b""):
+        for raw in iter(stderr.readline, b""):
             text = raw.decode("utf-8", "replace")
             stderr_tail.append(text)
             del stderr_tail[:-200]
@@ -80,26 +79,23 @@ def run_events(
         if pending:
             stream.feed(pending)  # callbacks run on this (the caller's) thread
 
-    cancel_sent_at: Optional[float] = None
-    terminated_at: Optional[float] = None
-    cancelled = False
+    def send_cancel() -> None:
+        try:
+            stdin.write(protocol.cancel_message().encode("utf-8"))
+            stdin.flush()
+            stdin.close()
+        except OSError:
+            pass
+
+    stopper = Escalation({StopStep.CANCEL: send_cancel, StopStep.TERMINATE: proc.terminate,
+                          StopStep.KILL: proc.kill}, policy)
     while proc.poll() is None:
         drain()
-        if is_canceled() and cancel_sent_at is None:
-            cancelled = True
-            cancel_sent_at = time.monotonic()
-            try:
-                proc.stdin.write(protocol.cancel_message().encode("utf-8"))
-                proc.stdin.flush()
-                proc.stdin.close()
-            except OSError:
-                pass
-        if cancel_sent_at is not None and terminated_at is None and time.monotonic() - cancel_sent_at > CANCEL_GRACE_S:
-            proc.terminate()
-            terminated_at = time.monotonic()
-        if terminated_at is not None and time.monotonic() - terminated_at > TERMINATE_GRACE_S:
-            proc.kill()
+        if is_canceled():
+            stopper.request(time.monotonic())
+        stopper.poll(time.monotonic())
         time.sleep(poll_s)
+    cancelled = stopper.requested
     for thread in readers:
         thread.join(timeout=5)
     drain()
@@ -108,7 +104,7 @@ def run_events(
     status = final_status(stream.state, proc.returncode, crashed)
     if status == "failed" and cancelled and not stream.state.errors and not stream.state.status:
         status = "cancelled"
-    failure = None
+    failure: Optional[Tuple[str, str]] = None
     if status == "failed":
         failure = describe_exit(stream.state, proc.returncode, "".join(stderr_tail))
     return status, stream.state, failure
@@ -127,10 +123,11 @@ def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) ->
             "set the engine's Python in Groundbreak settings, or use 'Set up engine'",
         ) from None
     except subprocess.TimeoutExpired:
-        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s), "try again with fewer inputs")
+        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s),
+                              "try again with fewer inputs") from None
     stderr = done.stderr.decode("utf-8", "replace").strip()
     if done.returncode != 0:
-        message, hint = _cli_error(stderr)
+        message, hint = cli_error(stderr)
         raise EngineCallError(
             "engine %s failed (exit code %d): %s" % (args[0], done.returncode, message or "no message"),
             hint or "see the Groundbreak tab of the log panel",
@@ -139,22 +136,9 @@ def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) ->
         value = json.loads(done.stdout.decode("utf-8", "replace"))
     except ValueError:
         raise EngineCallError(
-            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout),
+            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout.decode("utf-8", "replace")),
             "check that the interpreter runs the Groundbreak engine",
         ) from None
     if not isinstance(value, dict):
         raise EngineCallError("engine %s printed JSON that is not an object" % args[0])
     return value
-
-
-def _cli_error(stderr: str) -> Tuple[str, str]:
-    """The CLI prints ``Error: ...`` and ``Hint: ...``; fall back to the last stderr line."""
-    message = hint = ""
-    for line in stderr.splitlines():
-        if line.startswith("Error:"):
-            message = line[len("Error:"):].strip()
-        elif line.startswith("Hint:"):
-            hint = line[len("Hint:"):].strip()
-    if not message and stderr:
-        message = stderr.splitlines()[-1][:300]
-    return message, hint

@@ -21,20 +21,19 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from . import log
+from . import log, names
 from .resources import resource_path
 
 GROUP = "Groundbreak runs"
-TEXT_FIELDS = ("chip_id", "aoi_id", "scene_id", "date", "label", "model_id", "run_id", "review")
+#: The engine's detection properties, then the review mark the plugin adds.
+FIELDS = names.DETECTION_PROPERTIES + ("review",)
+NUMERIC_FIELDS = ("score",)
 
 
 def detection_fields() -> QgsFields:
     fields = QgsFields()
-    for name in TEXT_FIELDS[:5]:
-        fields.append(QgsField(name, QVariant.String))
-    fields.append(QgsField("score", QVariant.Double))
-    for name in TEXT_FIELDS[5:]:
-        fields.append(QgsField(name, QVariant.String))
+    for name in FIELDS:
+        fields.append(QgsField(name, QVariant.Double if name in NUMERIC_FIELDS else QVariant.String))
     return fields
 
 
@@ -42,7 +41,7 @@ def geometry_from_geojson(geometry: Dict[str, Any]) -> Optional[QgsGeometry]:
     """Polygon / MultiPolygon GeoJSON -> QgsGeometry; None for anything else or malformed input."""
     try:
         kind = geometry.get("type")
-        coords = geometry.get("coordinates")
+        coords: Any = geometry.get("coordinates")
         if kind == "Polygon":
             return QgsGeometry.fromPolygonXY([_ring(r) for r in coords])
         if kind == "MultiPolygon":
@@ -137,13 +136,16 @@ class LiveDetections:
             out = QgsFeature(fields)
             out.setGeometry(geom)
             props = feature.get("properties") or {}
-            for name in TEXT_FIELDS:
+            for name in names.DETECTION_PROPERTIES:
                 value = props.get(name)
-                out.setAttribute(name, "" if value is None else str(value))
-            try:
-                out.setAttribute("score", float(props.get("score")))
-            except (TypeError, ValueError):
-                out.setAttribute("score", None)
+                if name in NUMERIC_FIELDS:
+                    try:
+                        out.setAttribute(name, float(value))  # type: ignore[arg-type]  # None -> TypeError
+                    except (TypeError, ValueError):
+                        out.setAttribute(name, None)
+                else:
+                    out.setAttribute(name, "" if value is None else str(value))
+            out.setAttribute("review", "")
             batch.append(out)
         if batch:
             layer.dataProvider().addFeatures(batch)

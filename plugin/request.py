@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .errors import PluginError
+
 # Inherited by QGIS from its own start-up; each breaks the engine's bundled GDAL/PROJ or its Python.
 DROPPED_ENV = ("PYTHONHOME", "PYTHONPATH", "GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "GDAL_DRIVER_PATH")
 
@@ -21,13 +23,8 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 BUNDLED_MODEL = "models/groundbreak-demo"
 
 
-class RequestError(ValueError):
+class RequestError(PluginError):
     """A request that cannot be turned into a command line (says what and how to fix)."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,7 @@ class RunRequest:
     aoi_id_field: Optional[str] = None
     band_order: Tuple[str, ...] = ()
     runtime: Optional[str] = None
+    overwrite: bool = False  # run: replace an existing output (the engine does so once the new run commits)
     extra: Tuple[str, ...] = field(default=())
 
     def validate(self, command: str) -> None:
@@ -96,20 +94,28 @@ def run_args(request: RunRequest, command: str = "run", events: bool = True) -> 
         args += ["--band-order", ",".join(request.band_order)]
     if request.runtime and command == "run":
         args += ["--runtime", request.runtime]
+    if request.overwrite and command == "run":
+        args.append("--overwrite")
     args += list(request.extra)
     if events:
         args += ["--events", "jsonl"]
     return args
 
 
-def info_args(scenes: Sequence[str]) -> List[str]:
+def info_args(scenes: Sequence[str], model: Optional[str] = None, check_model: bool = True) -> List[str]:
+    """``info --json [--model DIR] SPEC...``: the engine's discovery, and each scene checked against the
+    model (``model`` None: the engine's default model) unless ``check_model`` is off (older engines)."""
     if not scenes:
         raise RequestError("no scenes given", "add raster layers, files, a folder or a STAC JSON")
-    return ["info"] + [str(scene) for scene in scenes] + ["--json"]
+    args = ["info", "--json"]
+    if check_model and model:
+        args += ["--model", str(model)]
+    return args + [str(scene) for scene in scenes]
 
 
 def model_args(model_dir: Optional[str] = None) -> List[str]:
-    return ["model"] + ([str(model_dir)] if model_dir else []) + ["--json"]
+    """``model show [DIR] --json``: the model card (no DIR: the engine's default model)."""
+    return ["model", "show"] + ([str(model_dir)] if model_dir else []) + ["--json"]
 
 
 def engine_argv(interpreter: str, args: Sequence[str]) -> List[str]:
@@ -157,7 +163,10 @@ def default_interpreter(profile_dir: Optional[str] = None) -> str:
     if root is not None and venv_python(root / ".venv").exists():
         return str(venv_python(root / ".venv"))
     if profile_dir:
-        return str(venv_python(Path(profile_dir) / "groundbreak" / "engine-venv"))
+        # the newest environment "Set up engine" made (engine-YYYYmmdd-HHMMSS), else the older name
+        root = Path(profile_dir) / "groundbreak"
+        made = sorted(p for p in root.glob("engine-*") if p.is_dir() and venv_python(p).exists())
+        return str(venv_python(made[-1] if made else root / "engine-venv"))
     return ""
 
 

@@ -1,4 +1,5 @@
-"""Where packaged files live: next to the plugin in the zip, or under ``resources/`` in a checkout."""
+"""Where packaged files live: in the plugin folder (a checkout's ``plugin/`` or the installed
+``groundbreak/``, laid out the same way by pb_tool and scripts/build_plugin.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 
 def resource_path(kind: str, name: str) -> str:
     """``kind`` is ``styles`` or ``icons``; returns "" when the file is missing."""
-    for candidate in (PLUGIN_DIR / kind / name, PLUGIN_DIR.parent / "resources" / kind / name):
-        if candidate.is_file():
-            return str(candidate)
-    return ""
+    candidate = PLUGIN_DIR / kind / name
+    return str(candidate) if candidate.is_file() else ""
 
 
 def icon_path() -> str:
-    return resource_path("icons", "icon.png")
+    candidate = PLUGIN_DIR / "icon.png"
+    return str(candidate) if candidate.is_file() else ""

@@ -17,17 +17,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from .errors import PluginError
+
 CONFIRMED = "confirmed"
 REJECTED = "rejected"
 UNREVIEWED = ""
 LABEL_VALUES = {CONFIRMED: 1, REJECTED: 0}
 
 
-class ReviewError(ValueError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+class ReviewError(PluginError):
+    """A review step that cannot be done (no layer, not writable)."""
 
 
 class ReviewSession:

@@ -42,10 +42,11 @@ def default_interpreter() -> str:
     return request.default_interpreter(profile_dir())
 
 
-def engine_venv_dir() -> str:
+def engine_root() -> str:
+    """Where "Set up engine" makes engine environments (one folder per set-up)."""
     import os
 
-    return os.path.join(profile_dir(), "groundbreak", "engine-venv")
+    return os.path.join(profile_dir(), "groundbreak")
 
 
 def load(settings: Optional[QgsSettings] = None) -> EngineSettings:

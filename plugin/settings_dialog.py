@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qgis.PyQt.QtWidgets import (
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -10,16 +11,13 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QComboBox,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 
-from . import settings
-
-RUNTIMES = ("auto", "eager", "torchscript", "openvino", "openvino-int8", "torch-int8")
+from . import names, settings
 
 
 class SettingsDialog(QDialog):
@@ -64,8 +62,8 @@ class SettingsDialog(QDialog):
         self.price_spin.setValue(values.price_per_hour)
         form.addRow("Price per hour", self.price_spin)
         self.runtime_combo = QComboBox()
-        self.runtime_combo.addItems(RUNTIMES)
-        self.runtime_combo.setCurrentText(values.runtime or "auto")
+        self.runtime_combo.addItems(list(names.RUNTIME_CHOICES))
+        self.runtime_combo.setCurrentText(values.runtime or names.AUTO)
         form.addRow("Inference runtime", self.runtime_combo)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
@@ -82,7 +80,7 @@ class SettingsDialog(QDialog):
             interpreter=self.interpreter_edit.text().strip(), threads=self.threads_spin.value(),
             batch_size=self.batch_spin.value(), min_valid=self.min_valid_spin.value(),
             price_per_hour=self.price_spin.value(),
-            runtime="" if self.runtime_combo.currentText() == "auto" else self.runtime_combo.currentText())
+            runtime="" if self.runtime_combo.currentText() == names.AUTO else self.runtime_combo.currentText())
 
     def accept(self) -> None:
         settings.save(self.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import protocol
+from . import names, protocol
 
 
 @dataclass
@@ -44,7 +44,7 @@ class RunState:
     def summary(self) -> str:
         counts = self.counts
         parts = []
-        for key in ("planned", "inferred", "dropped_nodata", "dropped_cloud", "dropped_shadow", "failed", "detections"):
+        for key in names.PROGRESS_COUNTS:
             if key in counts:
                 parts.append("%s %d" % (key.replace("_", " "), counts[key]))
         return ", ".join(parts)
@@ -188,3 +188,23 @@ def describe_exit(state: RunState, process_exit_code: Optional[int], stderr_tail
     if process_exit_code == 2:
         hint = "the engine rejected its arguments; check the settings and inputs"
     return message, hint
+
+
+def cli_error(stderr: str) -> Tuple[str, str]:
+    """(message, hint) from the CLI's ``Error: ...`` / ``Hint: ...`` lines (a message may span
+    several lines: every line up to the hint is kept); else the last stderr line."""
+    message: List[str] = []
+    hint: List[str] = []
+    target: Optional[List[str]] = None
+    for line in stderr.splitlines():
+        if line.startswith("Error:"):
+            message = [line[len("Error:"):].strip()]
+            target = message
+        elif line.startswith("Hint:"):
+            hint = [line[len("Hint:"):].strip()]
+            target = hint
+        elif target is not None and line.strip() and not line.startswith("Traceback"):
+            target.append(line.rstrip())
+    if not message and stderr.strip():
+        return stderr.strip().splitlines()[-1][:300], "\n".join(hint)
+    return "\n".join(message), "\n".join(hint)

@@ -36,6 +36,18 @@ def describe_model(model: dict) -> str:
     return text
 
 
+def describe_model_short(model: dict) -> str:
+    """The model card in one short line (the dock's; the full card goes in its tooltip)."""
+    from .scenes import short_bands
+
+    text = "%s %s · %s · %.1f m · %d px" % (
+        model.get("model_id"), model.get("version"), short_bands(model.get("bands") or []),
+        float(model.get("gsd") or 0), int(model.get("chip_size") or 0))
+    if model.get("demo"):
+        text += " · DEMO"
+    return text
+
+
 def describe_plan(result: dict) -> str:
     stats = result.get("stats") or {}
     cost = result.get("cost") or {}
@@ -46,6 +58,35 @@ def describe_plan(result: dict) -> str:
         int(dropped.get("cloud", 0)), int(dropped.get("shadow", 0)), int(stats.get("chips_expected_inferred", 0)),
         _duration(float(stats.get("expected_seconds", 0))), usd(cost.get("run_usd")),
         float(cost.get("price_per_hour", 0)), usd(cost.get("per_km2_usd")))
+
+
+def describe_run(status: str, result, streamed: int, in_output=None, counts=None) -> str:
+    """The end of a run in one line; a resumed run says so, and its numbers agree with the counts.
+
+    In a resumed run the result's ``chips_inferred`` and ``detections`` cover the whole output (this
+    run and the earlier ones); the chips this run did are ``chips_processed`` and the ``progress``
+    counts (``counts``), which count this run only.
+    """
+    result = result or {}
+    stats = result.get("stats") or {}
+    cost = result.get("cost") or {}
+    counts = counts or {}
+    resumed = int(stats.get("chips_resumed") or counts.get("resumed") or 0)
+    inferred = counts.get("inferred", stats.get("chips_inferred"))
+    parts = []
+    if resumed:
+        new = stats.get("chips_processed", inferred)
+        parts.append("resumed: %d chips already done, %s new" % (resumed, new if new is not None else "?"))
+    if stats:
+        parts.append("%s chips inferred in %.1f s" % (inferred, float(stats.get("seconds") or 0)))
+    detections = stats.get("detections", streamed)
+    if in_output is not None and resumed:
+        parts.append("%s detections in the output (%s found now)" % (in_output, streamed))
+    else:
+        parts.append("%s detections" % detections)
+    if cost.get("run_usd") is not None:
+        parts.append("cost %s" % usd(cost["run_usd"]))
+    return status + ": " + ", ".join(parts)
 
 
 def usd(value) -> str:

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Build the QGIS plugin zip: ``dist/groundbreak-<version>.zip`` holding the folder ``groundbreak/``.
 
-    python3 scripts/build_plugin.py                 # plugin + engine wheel (for "Set up engine")
+    python3 scripts/build_plugin.py                 # plugin + engine wheel + default model
     python3 scripts/build_plugin.py --no-engine     # plugin only (tests; a checkout's engine is used)
     python3 scripts/build_plugin.py --out /tmp/dist
 
-The zip holds the plugin sources (``plugin/``, with its byte-identical ``protocol.py``),
-``metadata.txt``, ``icon.png``, ``styles/`` and ``icons/`` from ``resources/``, and, unless
-``--no-engine``, ``engine/groundbreak-<version>-py3-none-any.whl`` built from this repository with
-``pip wheel --no-deps``, and the default model package (``resources/models/groundbreak-demo`` ->
-``models/groundbreak-demo``, handed to the engine as ``GROUNDBREAK_MODEL``). "Set up engine" installs that wheel with ``torch==2.13.0`` into a new venv.
+The plugin's files are the ones ``plugin/pb_tool.cfg`` lists (python_files, extras, extra_dirs):
+the same files ``pb_tool deploy`` / ``pb_tool zip`` ship, so both ways of building agree. This
+wrapper adds what pb_tool cannot: unless ``--no-engine``, ``engine/groundbreak-<version>-py3-none-any.whl``
+built from this repository with ``pip wheel --no-deps``, and the default model package
+(``resources/models/groundbreak-demo`` -> ``models/groundbreak-demo``, handed to the engine as
+``GROUNDBREAK_MODEL``). "Set up engine" installs that wheel (with torch and OpenVINO) into a new venv.
 Install the zip in QGIS with Plugins > Manage and Install Plugins > Install from ZIP.
 """
 
@@ -24,41 +25,57 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "plugin"
 PACKAGE = "groundbreak"
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
+# byte-identical copies of the engine's stdlib-only modules
+SHARED = ("protocol.py", "names.py")
+
+
+def pb_tool_config() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(PLUGIN / "pb_tool.cfg", encoding="utf-8")
+    return parser
 
 
 def plugin_version() -> str:
     parser = configparser.ConfigParser()
-    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    parser.read(PLUGIN / "metadata.txt", encoding="utf-8")
     return parser["general"]["version"]
 
 
 def check_metadata() -> None:
     parser = configparser.ConfigParser()
-    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    parser.read(PLUGIN / "metadata.txt", encoding="utf-8")
     general = parser["general"]
     required = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
                 "tracker", "homepage", "icon", "tags", "changelog", "hasProcessingProvider")
     missing = [key for key in required if not general.get(key, "").strip()]
     if missing:
-        raise SystemExit("metadata.txt lacks %s" % ", ".join(missing))
+        raise SystemExit("plugin/metadata.txt lacks %s" % ", ".join(missing))
+
+
+def plugin_files() -> list[str]:
+    """Paths relative to plugin/ that pb_tool.cfg ships (files, then the contents of extra_dirs)."""
+    cfg = pb_tool_config()
+    files = []
+    for key in ("python_files", "main_dialog", "extras"):
+        files += cfg.get("files", key, fallback="").split()
+    for folder in cfg.get("files", "extra_dirs", fallback="").split():
+        for path in sorted((PLUGIN / folder).rglob("*")):
+            rel = path.relative_to(PLUGIN)
+            if path.is_file() and not SKIP_PARTS & set(rel.parts) and path.suffix not in SKIP_SUFFIXES:
+                files.append(rel.as_posix())
+    missing = [f for f in files if not (PLUGIN / f).is_file()]
+    if missing:
+        raise SystemExit("plugin/pb_tool.cfg lists files that do not exist: %s" % ", ".join(missing))
+    return files
 
 
 def files_to_pack() -> list[tuple[Path, str]]:
     """(source file, path inside the zip) pairs."""
-    out: list[tuple[Path, str]] = []
-    for path in sorted((REPO / "plugin").rglob("*")):
-        rel = path.relative_to(REPO / "plugin")
-        if path.is_file() and not SKIP_PARTS & set(rel.parts) and path.suffix not in SKIP_SUFFIXES:
-            out.append((path, "%s/%s" % (PACKAGE, rel.as_posix())))
-    out.append((REPO / "metadata.txt", "%s/metadata.txt" % PACKAGE))
-    out.append((REPO / "resources" / "icons" / "icon.png", "%s/icon.png" % PACKAGE))
-    for kind in ("styles", "icons"):
-        for path in sorted((REPO / "resources" / kind).glob("*")):
-            if path.is_file() and path.suffix in (".qml", ".svg", ".png"):
-                out.append((path, "%s/%s/%s" % (PACKAGE, kind, path.name)))
+    out = [(PLUGIN / rel, "%s/%s" % (PACKAGE, rel)) for rel in plugin_files()]
     # the default model package: an installed engine wheel has no resources/ folder, so the plugin
     # points the engine at this copy (GROUNDBREAK_MODEL)
     model = REPO / "resources" / "models" / "groundbreak-demo"
@@ -74,6 +91,12 @@ def files_to_pack() -> list[tuple[Path, str]]:
     return out
 
 
+def check_copies() -> None:
+    for name in SHARED:
+        if (PLUGIN / name).read_bytes() != (REPO / "engine" / "groundbreak" / name).read_bytes():
+            raise SystemExit("plugin/%s differs from engine/groundbreak/%s: copy it before building" % (name, name))
+
+
 def build_engine_wheel(workdir: Path, python: str) -> Path:
     """``pip wheel --no-deps`` of the repository (the engine package only; dependencies come from PyPI)."""
     cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(workdir), str(REPO)]
@@ -87,8 +110,7 @@ def build_engine_wheel(workdir: Path, python: str) -> Path:
 
 def build(out_dir: Path, engine: bool = True, python: str | None = None) -> Path:
     check_metadata()
-    if (REPO / "plugin" / "protocol.py").read_bytes() != (REPO / "engine" / "groundbreak" / "protocol.py").read_bytes():
-        raise SystemExit("plugin/protocol.py differs from engine/groundbreak/protocol.py: copy it before building")
+    check_copies()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / ("%s-%s.zip" % (PACKAGE, plugin_version()))
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,8 +18,8 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$QGIS_PY" -m venv --system-site-packages "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import pytest, pytest_qgis, pytestqt" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check pytest pytest-qgis pytest-qt
+if ! "$VENV/bin/python" -c "import pytest, pytest_qgis, pytestqt, pb_tool" 2>/dev/null; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check pytest pytest-qgis pytest-qt pb_tool
 fi
 mkdir -p artifacts/plugin
 export QT_QPA_PLATFORM=offscreen

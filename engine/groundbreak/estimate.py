@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict
 
-from .cost import FALLBACK_CHIPS_PER_S, Cost, cost_of, remembered_throughput
+from .cost import (
+    FALLBACK_CHIPS_PER_S,
+    FALLBACK_MODEL_LOAD_S,
+    Cost,
+    cost_of,
+    remembered_model_load,
+    remembered_throughput,
+)
 from .errors import ReadError
 from .masks import DropRule, Screening
 from .model import ModelPackage
@@ -67,7 +74,10 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
     inferred = planned - sum(dropped.values())
     measured = remembered_throughput(model.sha256, threads)
     rate = measured or FALLBACK_CHIPS_PER_S
-    seconds = inferred / rate + 0.002 * planned + 3.0  # + screening and model load
+    load = remembered_model_load(model.sha256, threads) or FALLBACK_MODEL_LOAD_S
+    # Calibrated by the last run on this machine: its end-to-end rate over inferred chips (reads and
+    # screening included) and its start-up plus model-load time; drops cost a decimated-mask look each.
+    seconds = load + inferred / rate + 0.002 * (planned - inferred)
     return Estimate(
         aoi_km2=round(plan.aoi_km2, 4),
         scanned_km2=round(plan.scanned_km2, 4),

@@ -61,12 +61,17 @@ def is_int8(runtime: str) -> bool:
     return runtime.endswith("int8")
 
 
-#: Statistics of a run's ``result`` event (and its ``runs`` row) that clients read.
+#: Statistics of a run's ``result`` event (and its ``runs`` row) that clients read. The chip and
+#: detection figures (``chips_dropped``, ``chips_inferred``, ``chips_failed``, ``detections``) are the
+#: output's totals over every attempt, so they agree with the GeoPackage; ``chips_resumed`` is what
+#: earlier attempts had decided and ``chips_processed`` what this attempt decided (the ``progress``
+#: counts are this attempt's too).
 RUN_STATS: Tuple[str, ...] = (
     "run_id", "attempt", "status", "aoi_km2", "scanned_km2", "scenes", "ground_chips", "chips_planned",
     "chips_resumed", "chips_processed", "chips_dropped", "chips_inferred", "chips_failed", "detections",
     "seconds", "cpu_seconds", "chips_per_s", "inferred_per_s", "km2_per_h", "peak_rss_mb", "runtime",
     "batch_size", "forward_batch", "threads", "readers", "model_id", "model_demo", "timings", "resampled",
+    "timeline",
 )
 
 #: Statistics of a ``plan`` result that clients read.

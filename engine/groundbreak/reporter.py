@@ -26,7 +26,7 @@ class Reporter:
         self._stream = stream
         self._seq = 0
         self._lock = threading.Lock()
-        self._listener = listener
+        self.listener = listener
         self.command = command
         self.warnings: List[Dict[str, str]] = []
 
@@ -45,8 +45,8 @@ class Reporter:
                 except (BrokenPipeError, ValueError):
                     # The client went away; the run still finishes and writes its outputs.
                     self._stream = None
-            if self._listener is not None:
-                self._listener(event)
+            if self.listener is not None:
+                self.listener(event)
 
     def hello(self, model: Optional[Dict[str, Any]]) -> None:
         self.emit("hello", engine=__version__, command=self.command, model=model, pid=os.getpid())

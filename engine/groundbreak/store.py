@@ -23,6 +23,7 @@ import pyogrio
 import pyogrio.errors
 import shapely
 from pyogrio.raw import write as ogr_write
+from shapely.geometry.base import BaseGeometry
 
 from .errors import CorruptFileError, OutputError
 from .names import CHIP_STATUSES
@@ -172,11 +173,7 @@ class DetectionStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            # GDAL's R-tree triggers call these SQL functions; sqlite3 must provide them too.
-            conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
-            for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
-                conn.create_function(name, 1, _envelope_getter(i), deterministic=True)
+            conn = connect(self.path)
             conn.execute("PRAGMA foreign_keys=OFF")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
@@ -256,7 +253,7 @@ class DetectionStore:
         return attempt
 
     def finish_attempt(self, run_id: str, attempt: int, *, status: str, finished: str, row: Dict[str, object]) -> None:
-        cols = {"status": status, "finished": finished}
+        cols: Dict[str, object] = {"status": status, "finished": finished}
         cols.update({k: _json_or_value(v) for k, v in row.items()})
         self._execute_in_transaction(
             "UPDATE runs SET %s WHERE run_id=? AND attempt=?" % ", ".join("%s=?" % k for k in cols),
@@ -396,6 +393,17 @@ class DetectionStore:
             pass
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A sqlite3 connection to a GeoPackage that can write its spatial layers: GDAL's R-tree triggers
+    call SQL functions (ST_IsEmpty, ST_MinX, …) that sqlite3 must provide. Autocommit mode: callers
+    open their transactions explicitly."""
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
+    for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
+        conn.create_function(name, 1, _envelope_getter(i), deterministic=True)
+    return conn
+
+
 def gpkg_blob(wkb: bytes, srs_id: int) -> bytes:
     """A GeoPackage geometry blob: 'GP' header with an XY envelope, then little-endian WKB."""
     geom = shapely.from_wkb(wkb)
@@ -410,7 +418,7 @@ def _st_is_empty(blob: Optional[bytes]) -> Optional[int]:
     return 1 if (blob[3] & 0b00010000) else 0
 
 
-def geometry_from_blob(blob: bytes):
+def geometry_from_blob(blob: bytes) -> BaseGeometry:
     """The shapely geometry of a GeoPackage blob (header, optional envelope, WKB)."""
     env_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 0b111]
     return shapely.from_wkb(blob[8 + env_len:])

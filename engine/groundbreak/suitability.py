@@ -20,7 +20,7 @@ from .errors import (
     ResolutionError,
     ScenesUnusableError,
 )
-from .scene import Scene, ground_resolution_m, select_bands
+from .scene import Scene, ground_resolution_m, looks_like_sidecar, select_bands
 
 #: A scene is used without --allow-resample when its resolution is within this factor of the model's.
 RESAMPLE_FACTOR = 2.0
@@ -74,7 +74,8 @@ class SceneFit:
         return self.resolution_m / self.model_gsd
 
 
-_ORDER = {BandMismatchError.code: 0, ResolutionError.code: 1, "dtype_mixed": 2, MissingDateError.code: 3}
+_NOT_IMAGERY = "not_imagery"
+_ORDER = {_NOT_IMAGERY: -1, BandMismatchError.code: 0, ResolutionError.code: 1, "dtype_mixed": 2, MissingDateError.code: 3}
 
 
 def fit_scene(scene: Scene, model: InputSpec, *,
@@ -82,6 +83,11 @@ def fit_scene(scene: Scene, model: InputSpec, *,
     """The scene's fit for the model, or None with every problem found (bands first)."""
     problems: List[Problem] = []
     indexes: Tuple[int, ...] = ()
+    if looks_like_sidecar(scene.path):
+        problems.append(_problem(
+            _NOT_IMAGERY, scene, "%s is named like a sidecar quality mask (UDM2, SCL or a *_mask file), not "
+            "imagery" % scene.path,
+            "pass the scene it belongs to: the mask next to it is found and used automatically"))
     try:
         indexes = select_bands(scene, model.bands)
     except GroundbreakError as exc:

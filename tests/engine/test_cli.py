@@ -8,19 +8,18 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import Polygon, box
 
 from groundbreak.cli import cli
 from groundbreak.protocol import PROTOCOL_VERSION, parse_line
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 PY = str(Path(sys.executable))
@@ -407,3 +406,59 @@ def test_missing_torch_is_an_error_with_the_fix(inputs, model):
     proc = subprocess.run([PY, "-c", code, *args, "--overwrite"], capture_output=True, text=True, env=ENV,
                           cwd=inputs)
     assert proc.returncode == 1 and out.read_bytes() == b"earlier results"
+
+
+def test_an_unexpected_exception_still_ends_the_stream_with_error_and_done(inputs, model, monkeypatch):
+    from groundbreak.pipeline import local
+
+    def broken(*args, **kwargs):  # stands in for a bug anywhere in the run
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(local, "infer", broken)
+    result = invoke(base_args(inputs, model, "--events", "jsonl"))
+    assert result.exit_code == 1
+    events = events_of(result.stdout)
+    assert [e.type for e in events][-2:] == ["error", "done"]
+    assert events[-2].get("code") == "internal" and "KeyError" in events[-2].get("message")
+    assert "bug" in events[-2].get("hint") and events[-1].get("status") == "failed"
+    assert "Error: unexpected KeyError" in result.stderr
+
+
+def test_a_multi_date_run_builds_sites_unless_told_not_to(inputs, model):
+    write_scene(inputs / "s_20240601.tif", origin=(X0 + 3, Y1 - 2), seed=1, date="2024-06-01")
+    result = invoke(base_args(inputs, model, "--events", "jsonl"))
+    assert result.exit_code == 0, result.stderr
+    events = events_of(result.stdout)
+    assert any(e.type == "stage" and e.get("stage") == "aggregate" for e in events)
+    timeline = events[-2].get("stats")["timeline"]
+    assert timeline["dates"] == 2 and timeline["params"]["min_revisits"] == 2
+    layers = {name for name, _ in pyogrio.list_layers(str(inputs / "out.gpkg"))}
+    assert {"sites", "site_observations", "detections"} <= layers
+    assert "  sites         %d over 2 dates" % timeline["sites"] in result.stderr
+
+    again = invoke(base_args(inputs, model, "--no-timeline", "--overwrite"))
+    assert again.exit_code == 0, again.stderr
+    assert "sites" not in {name for name, _ in pyogrio.list_layers(str(inputs / "out.gpkg"))}
+
+
+def test_evaluate_sites_scores_proposals_against_smart_truth(tmp_path):
+    data = os.environ.get("GROUNDBREAK_REAL_DATA")
+    if not data:
+        pytest.skip("GROUNDBREAK_REAL_DATA is not set (path to ../shared/data)")
+    truth = Path(data) / "smart"
+    site = json.loads((truth / "site_models" / "US_R001_0000.geojson").read_text())
+    for feature in site["features"]:
+        if feature["properties"]["type"] == "site":
+            feature["properties"].update(status="system_confirmed", originator="groundbreak")
+    proposals = tmp_path / "proposals"
+    proposals.mkdir()
+    (proposals / "US_R001_0000.geojson").write_text(json.dumps(site))
+    result = invoke(["evaluate", "--sites", truth, "--proposals", proposals, "--out", tmp_path / "report",
+                     "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["tp"] == 1 and report["fp"] == 0 and report["fn"] == report["counts"]["truth_positive"] - 1
+    assert report["matches"][0]["truth_id"] == "US_R001_0000" and report["matches"][0]["mode"] == "iou"
+    assert (tmp_path / "report" / "report.json").is_file()
+    mixed = invoke(["evaluate", "--sites", truth, "--proposals", proposals, "--labels", "x.gpkg"])
+    assert mixed.exit_code == 2 and "cannot be combined" in mixed.stderr

@@ -552,6 +552,18 @@ def test_stac_item_collection_and_start_datetime(tmp_path):
     ]
 
 
+def test_one_item_of_a_stac_file_by_id(tmp_path):
+    write_raster(tmp_path / "a.tif", seed=1)
+    write_raster(tmp_path / "b.tif", seed=2)
+    stac = tmp_path / "items.geojson"
+    stac.write_text(json.dumps({"type": "FeatureCollection",
+                                "features": [_item("late", "b.tif"), _item("early", "a.tif", when=None)]}))
+    assert [s.scene_id for s in discover_scenes([str(stac) + "#early"])] == ["early"]
+    with pytest.raises(UsageError, match="no item 'nope'") as info:
+        discover_scenes([str(stac) + "#nope"])
+    assert "late" in info.value.message and "early" in info.value.message
+
+
 def test_stac_catalog_walks_items(tmp_path):
     pystac = pytest.importorskip("pystac")
     root = tmp_path / "cat"

@@ -9,8 +9,8 @@ records how long each took to land in the memory layer.
 
 from __future__ import annotations
 
-import statistics
 import stat
+import statistics
 import sys
 import tempfile
 import time
@@ -71,7 +71,7 @@ def main() -> int:
 
             proc.received.connect(on_event)
             loop = QEventLoop()
-            proc.finished.connect(lambda status, state: loop.quit())
+            proc.finished.connect(loop.quit)
             proc.start(str(engine), ["run", str(n)])
             loop.exec_()
             latencies.sort()

@@ -114,27 +114,74 @@ def shift(event, dx, dy, crs):
     return protocol.make_event("features", event.seq, **data)
 
 
+def fake_scene(path, i):
+    """A usable 4-band 2 m scene, unless its name says rgb300 (3 bands, 300 m, no date: three problems)."""
+    name = os.path.basename(path)
+    if "rgb300" in name:
+        sid = os.path.splitext(name)[0]
+        problems = [
+            {"code": "band_mismatch", "message": "scene %s has bands [red, green, blue] but the model needs "
+             "[red, green, blue, nir]" % sid, "hint": "use 4-band R,G,B,NIR imagery or pass --band-order"},
+            {"code": "resolution_mismatch", "message": "scene %s has 300 m pixels but model expects 2.00 m imagery"
+             % sid, "hint": "use imagery near 2.00 m, or pass --allow-resample"},
+            {"code": "missing_date", "message": "no acquisition date for %s" % path,
+             "hint": "put the date in the file name (YYYYMMDD)"},
+        ]
+        return {"id": sid, "path": path, "date": None, "bands": ["red", "green", "blue"], "resolution": [300.0, 300.0],
+                "crs": {"epsg": 4326}, "problems": problems, "usable": False, "fit": None, "warnings": []}
+    return {"id": "scene-%d" % i, "path": path, "date": "2014-07-2%d" % (i % 10), "date_source": "filename",
+            "crs": {"epsg": 32614}, "resolution": [2.0, 2.0], "size": {"width": 1024, "height": 1024, "bands": 4},
+            "dtype": "uint8", "bands": ["red", "green", "blue", "nir"], "mask_sources": [], "warnings": [],
+            "problems": [], "usable": True, "fit": {"resolution_m": 2.0, "model_gsd": 2.0, "resampled": False}}
+
+
+def fake_info(rest):
+    """``info --json [--model DIR] SPEC...`` (GB_FAKE_OLD_INFO=1: an engine without --model)."""
+    if "--model" in rest and os.environ.get("GB_FAKE_OLD_INFO"):
+        print("Usage: groundbreak info [OPTIONS] SCENES...\nError: No such option: --model", file=sys.stderr)
+        return 2
+    specs, skip = [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in ("--model", "--band-order"):
+            skip = True
+        elif not arg.startswith("--"):
+            specs.append(arg)
+    scenes, skipped = [], []
+    for spec in specs:
+        if os.path.isdir(spec):
+            for name in sorted(os.listdir(spec)):
+                full = os.path.join(spec, name)
+                if name.endswith("_mask.tif"):
+                    skipped.append({"path": full, "reason": "sidecar mask of %s" % name.replace("_mask", "")})
+                elif name.endswith(".tif"):
+                    scenes.append(full)
+        else:
+            scenes.append(spec)
+    print(json.dumps({"scenes": [fake_scene(p, i) for i, p in enumerate(scenes)], "skipped": skipped}))
+    return 0
+
+
 def main():
     argv = sys.argv[1:]
     if os.environ.get("GB_FAKE_ARGV_LOG"):
         with open(os.environ["GB_FAKE_ARGV_LOG"], "a") as fh:
             fh.write(json.dumps({"argv": argv, "env_pythonpath": os.environ.get("PYTHONPATH"),
                                  "unbuffered": os.environ.get("PYTHONUNBUFFERED")}) + "\n")
+    if argv[:1] == ["-c"]:  # the plugin's engine status probe
+        print(json.dumps({"groundbreak": "0.1.0", "openvino": os.environ.get("GB_FAKE_OPENVINO", "2025.1.0") or None,
+                          "torch": "2.13.0", "python": "3.11.2", "executable": __file__}))
+        return 0
     if argv[:2] != ["-m", "groundbreak"]:
         print("fake engine: expected -m groundbreak", file=sys.stderr)
         return 2
     command = argv[2] if len(argv) > 2 else "--help"
     rest = argv[3:]
     if command == "info":
-        scenes = [a for a in rest if not a.startswith("--")]
-        out = []
-        for i, path in enumerate(scenes):
-            out.append({"scene_id": "scene-%d" % i, "path": path, "date": "2014-07-2%d" % i, "date_source": "filename",
-                        "epsg": 32614, "res": [2.0, 2.0], "width": 1024, "height": 1024, "count": 4, "dtype": "uint8",
-                        "bands": ["red", "green", "blue", "nir"], "mask_sources": ["nodata"], "warnings": []})
-        print(json.dumps({"scenes": out}))
-        return 0
-    if command == "model":
+        return fake_info(rest)
+    if command == "model" and rest[:1] == ["show"]:
+        rest = rest[1:]
         print(json.dumps({"model_id": "groundbreak-demo-resnet18h-4b", "version": "0.1.0",
                           "bands": ["red", "green", "blue", "nir"], "gsd": 2.0, "chip_size": 256, "demo": True,
                           "threshold": 0.5, "card_summary": "Demo weights (not validated on real construction).",

@@ -6,6 +6,7 @@ import json
 import threading
 
 from conftest import RECORDED
+
 from plugin import blocking, request
 from plugin.request import RunRequest
 
@@ -71,3 +72,15 @@ def test_run_json_parses_info_and_reports_cli_errors(fake_engine, tmp_path):
         assert "exit code 2" in exc.message
     else:
         raise AssertionError("expected EngineCallError")
+
+
+def test_a_hung_engine_is_terminated_by_the_shared_escalation(fake_engine, tmp_path, monkeypatch):
+    from plugin.escalation import StopPolicy
+
+    monkeypatch.setenv("GB_FAKE_DELAY", "0.5")
+    monkeypatch.setenv("GB_FAKE_IGNORE_CANCEL", "1")
+    status, state, failure = blocking.run_events(
+        fake_engine, request.run_args(run_request(tmp_path)), is_canceled=lambda: True,
+        policy=StopPolicy(cancel_grace_s=0.3, terminate_grace_s=0.3))
+    # the engine ignored the cancel line, so it was terminated: the run counts as cancelled
+    assert status == "cancelled" and state.status == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import RECORDED
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -14,9 +15,9 @@ from qgis.core import (
     QgsRuleBasedRenderer,
     QgsVectorLayer,
 )
-
-from conftest import RECORDED
+from qgis.PyQt.QtCore import Qt
 from qgis_helpers import SettingsSandbox, clear_messages, message_texts
+
 from plugin.dock import GroundbreakDock
 from plugin.live_layer import GROUP
 
@@ -79,19 +80,21 @@ def test_scenes_are_listed_with_engine_info(dock, qtbot, tmp_path):
         dock.add_scenes([str(tmp_path / "a_20140720.tif"), str(tmp_path / "b_20150926.tif")])
     texts = [dock.scene_list.item(i).text() for i in range(dock.scene_list.count())]
     assert len(texts) == 2
-    assert "2014-07-20" in texts[0] and "red,green,blue,nir" in texts[0] and "2.0 m" in texts[0]
+    assert "2014-07-20" in texts[0] and "R,G,B,NIR" in texts[0] and "2.0 m" in texts[0]
 
 
 def test_folder_adds_its_rasters(dock, qtbot, tmp_path):
     with qtbot.waitSignal(dock.info_finished, timeout=20000):
         dock.add_folder(str(tmp_path))
-    assert sorted(p.rsplit("/", 1)[1] for p in dock.scene_paths()) == ["a_20140720.tif", "b_20150926.tif"]
+    assert sorted(e.name for e in dock.entries) == ["a_20140720.tif", "b_20150926.tif"]
+    assert dock.scene_paths() == [str(tmp_path)]  # the folder itself: the engine's discovery decides
 
 
 def test_model_card_says_demo(dock, qtbot):
     with qtbot.waitSignal(dock.model_finished, timeout=20000):
         dock.load_model()
-    assert "DEMO" in dock.model_label.text() and "red,green,blue,nir" in dock.model_label.text()
+    assert "DEMO" in dock.model_label.text() and "R,G,B,NIR" in dock.model_label.text()
+    assert "red,green,blue,nir" in dock.model_label.toolTip()  # the full card
 
 
 def test_plan_shows_chips_drops_time_and_cost(dock, qtbot, tmp_path):
@@ -126,7 +129,7 @@ def test_run_streams_features_before_the_end_then_shows_the_geopackage(dock, qtb
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP)
     assert group is not None and len(group.children()) == 1
     layers = group.children()[0].findLayers()
-    assert [l.name() for l in layers] == ["detections"]
+    assert [layer.name() for layer in layers] == ["detections"]
     out = layers[0].layer()
     assert out.providerType() == "ogr" and str(tmp_path / "out" / "run.gpkg") in out.source()
     assert out.featureCount() == 6
@@ -134,7 +137,7 @@ def test_run_streams_features_before_the_end_then_shows_the_geopackage(dock, qtb
     assert isinstance(out.renderer(), QgsRuleBasedRenderer)
     assert out.temporalProperties().isActive()
     assert dock.progress.value() == 100
-    assert "ok: 6 detections" in dock.stage_label.text()
+    assert dock.stage_label.text().startswith("ok: ") and "6 detections" in dock.stage_label.text()
     assert dock.review_layer_combo.currentLayer() is out
 
 
@@ -224,16 +227,15 @@ def test_replayed_real_engine_stream(dock, qtbot, monkeypatch):
     dock.add_scenes(["x.tif"])
     assert run_and_wait(dock, qtbot) == "ok"
     lines = (RECORDED / "real_run_ok.jsonl").read_text().splitlines()
-    expected = _json.loads([l for l in lines if '"type":"result"' in l][0])["stats"]["detections"]
+    expected = _json.loads([line for line in lines if '"type":"result"' in line][0])["stats"]["detections"]
     assert dock.live.count == expected > 0
     assert dock.live.output_layer.featureCount() == expected
 
 
 def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
-    import plugin.engine_process as engine_process
+    from plugin.escalation import StopPolicy, StopStep
 
-    monkeypatch.setattr(engine_process, "TERMINATE_AFTER_MS", 300)
-    monkeypatch.setattr(engine_process, "KILL_AFTER_MS", 300)
+    dock.stop_policy = StopPolicy(cancel_grace_s=0.3, terminate_grace_s=0.3)
     monkeypatch.setenv("GB_FAKE_DELAY", "0.5")
     monkeypatch.setenv("GB_FAKE_IGNORE_CANCEL", "1")
     dock.add_scenes(["x.tif"])
@@ -247,12 +249,12 @@ def test_a_hung_engine_is_terminated_after_cancel(dock, qtbot, monkeypatch):
         dock.engine.received.connect(on_event)
     assert blocker.args[0] == "cancelled"
     assert not dock.engine.running
+    assert dock.engine.stopper.taken[:2] == [StopStep.CANCEL, StopStep.TERMINATE]
     assert dock.live.count >= 1 and dock.live.layers  # no output file: the live layer is kept
 
 
 def test_temporal_filter_selects_one_date(dock, qtbot):
-    from qgis.core import (QgsDateTimeRange, QgsExpression, QgsFeatureRequest,
-                           QgsVectorLayerTemporalContext)
+    from qgis.core import QgsDateTimeRange, QgsExpression, QgsFeatureRequest, QgsVectorLayerTemporalContext
     from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
     dock.add_scenes(["x.tif"])
@@ -279,7 +281,6 @@ def test_model_card_loads_when_the_dock_is_first_shown(dock, qtbot):
 
 def test_project_rasters_become_scenes(dock, qtbot, tmp_path):
     from osgeo import gdal, osr  # test-only: QGIS's own GDAL bindings write the fixture raster
-
     from qgis.core import QgsRasterLayer
 
     path = str(tmp_path / "scene_20140720.tif")
@@ -301,5 +302,176 @@ def test_scene_info_without_an_interpreter_is_reported(dock, qtbot, monkeypatch,
     monkeypatch.setattr(type(dock), "interpreter", lambda self: "")
     with qtbot.waitSignal(dock.info_finished, timeout=20000):
         dock.add_scenes([str(tmp_path / "a_20140720.tif")])
-    assert "(no info)" in dock.scene_list.item(0).text()
+    assert "could not be read" in dock.scene_list.item(0).text()
+    assert "no engine interpreter configured" in dock.last_message
     assert any("no engine interpreter configured" in t for t in message_texts(dock.iface, Qgis.Warning))
+
+
+# ---------------------------------------------------------------- the analyst's first hour (issue 11)
+def scene_texts(dock):
+    return [dock.scene_list.item(i).text() for i in range(dock.scene_list.count())]
+
+
+def test_a_folder_with_sidecar_masks_lists_only_scenes(dock, qtbot, tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for name in ("a_20140720.tif", "a_20140720_mask.tif", "b_20150926.tif", "b_20150926_mask.tif"):
+        (folder / name).write_bytes(b"")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_folder(str(folder))
+    assert [e.name for e in dock.entries] == ["a_20140720.tif", "b_20150926.tif"]
+    assert not any("mask" in t for t in scene_texts(dock))
+    assert "Skipped 2 files" in dock.skipped_label.text() and "sidecar mask" in dock.skipped_label.toolTip()
+
+
+def test_wrong_bands_and_resolution_show_before_plan(dock, qtbot, tmp_path):
+    bad = tmp_path / "x_rgb300.tif"
+    bad.write_bytes(b"")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_scenes([str(tmp_path / "a_20140720.tif"), str(bad)])
+    texts = scene_texts(dock)
+    assert "3 problems" in texts[1] and "problem" not in texts[0], texts
+    assert "300.0 m" in texts[1] and "no date" in texts[1]
+    detail = dock.scene_detail
+    assert dock.message_view.isVisibleTo(dock) and detail in dock.message_view.toPlainText()
+    assert "needs [red, green, blue, nir]" in detail and "300 m pixels" in detail and "Hint: " in detail, detail
+    assert detail.index("needs [red") < detail.index("300 m pixels")  # bands first
+    assert "1 cannot be used" in dock.scenes_summary and "1 cannot be used" in dock.scenes_box.title()
+    assert "problems" in dock.scene_list.item(1).toolTip() or "Cannot be used" in dock.scene_list.item(1).toolTip()
+
+
+def test_remove_several_scenes_at_once_and_clear(dock, qtbot, tmp_path):
+    names = ["s%d_2014072%d.tif" % (i, i) for i in range(4)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_scenes([str(tmp_path / n) for n in names])
+    assert dock.scene_list.count() == 4
+    dock.scene_list.item(0).setSelected(True)
+    dock.scene_list.item(2).setSelected(True)
+    dock.remove_scene_button.click()
+    assert [e.name for e in dock.entries] == [names[1], names[3]]
+    assert dock.scene_paths() == [str(tmp_path / names[1]), str(tmp_path / names[3])]
+    dock.clear_scenes_button.click()
+    assert dock.scene_list.count() == 0 and dock.scene_paths() == []
+
+
+def test_removing_one_scene_of_a_folder_keeps_the_rest(dock, qtbot, tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for name in ("a_20140720.tif", "b_20150926.tif", "c_20160101.tif"):
+        (folder / name).write_bytes(b"")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_folder(str(folder))
+    dock.scene_list.item(1).setSelected(True)
+    dock.remove_selected_scenes()
+    assert dock.scene_paths() == [str(folder / "a_20140720.tif"), str(folder / "c_20160101.tif")]
+
+
+def test_plan_reports_every_problem_with_its_hint_in_the_dock(dock, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / "plan_problems.jsonl"))
+    monkeypatch.setenv("GB_FAKE_EXIT", "1")
+    dock.add_scenes([str(tmp_path / "a_20140720.tif")])
+    with qtbot.waitSignal(dock.plan_finished, timeout=20000) as blocker:
+        dock.plan()
+    assert blocker.args[0] is None
+    text = dock.message_view.toPlainText()
+    assert dock.message_view.isVisibleTo(dock)
+    assert text.startswith("Plan failed: 3 problems"), text
+    for part in ("needs [red, green, blue, nir]", "300 m pixels", "does not overlap any AOI",
+                 "Hint: use 4-band R,G,B,NIR imagery or pass --band-order",
+                 "Hint: use imagery near 2.00 m, or pass --allow-resample to resample it onto the 2.00 m chip grid "
+                 "anyway",
+                 "Hint: check the AOI or drop the scene"):
+        assert part in text, (part, text)  # complete, never cut to two lines
+    bar = message_texts(dock.iface, Qgis.Critical)
+    assert any("and 2 more problems" in t for t in bar), bar
+
+
+def test_an_engine_without_info_model_still_lists_scenes(dock, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("GB_FAKE_OLD_INFO", "1")
+    dock.model_edit.setText(str(tmp_path / "model"))
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_scenes([str(tmp_path / "a_20140720.tif")])
+    assert "2014-07-20" in scene_texts(dock)[0]
+    assert "info --model" in dock.last_message
+
+
+def argv_log(tmp_path, command):
+    import json as _json
+
+    lines = (tmp_path / "argv.jsonl").read_text().splitlines()
+    return [_json.loads(line)["argv"] for line in lines if _json.loads(line)["argv"][2:3] == [command]]
+
+
+@pytest.mark.parametrize("choice", ["resume", "overwrite", "new file", "cancel"])
+def test_an_existing_output_asks_resume_overwrite_or_new_file(dock, qtbot, tmp_path, monkeypatch, choice):
+    out = tmp_path / "out" / "run.gpkg"
+    out.parent.mkdir()
+    out.write_bytes(b"earlier run")
+    dock.output_edit.setText(str(out))
+    asked = []
+    dock.ask_existing_output = lambda path: asked.append(path) or choice
+    stream = "run_resumed.jsonl" if choice == "resume" else "run_ok.jsonl"
+    monkeypatch.setenv("GB_FAKE_STREAM", str(RECORDED / stream))
+    dock.add_scenes([str(tmp_path / "a_20140720.tif")])
+    with qtbot.waitSignal(dock.run_finished, timeout=30000) as blocker:
+        dock.run()
+    assert asked == [str(out)]
+    if choice == "cancel":
+        assert blocker.args[0] == "not started" and not (tmp_path / "argv.jsonl").exists() or not argv_log(
+            tmp_path, "run")
+        return
+    argv = argv_log(tmp_path, "run")[-1]
+    assert ("--overwrite" in argv) == (choice == "overwrite")
+    written = argv[argv.index("--out") + 1]
+    assert written == (str(tmp_path / "out" / "run-2.gpkg") if choice == "new file" else str(out))
+    if choice == "resume":
+        summary = dock.stage_label.text()
+        assert "resumed: 10 chips already done, 3 new" in summary, summary
+        assert "3 chips inferred" in summary
+        assert "resumed 10" in dock.counts_label.text() and "inferred 3" in dock.counts_label.text()
+
+
+def test_the_common_path_fits_1366x768_without_scrolling(dock, qtbot, tmp_path):
+    """At 1366 x 768 QGIS leaves the right dock area about 560 px (menus, toolbars, status bar): AOI,
+    four scenes, the model card, a plan and a finished run fit without a scroll bar."""
+    names = ["s%d_2014072%d.tif" % (i, i) for i in range(4)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    with qtbot.waitSignal(dock.info_finished, timeout=20000):
+        dock.add_scenes([str(tmp_path / n) for n in names])
+    with qtbot.waitSignal(dock.model_finished, timeout=20000):
+        dock.load_model()
+    with qtbot.waitSignal(dock.plan_finished, timeout=20000):
+        dock.plan()
+    assert run_and_wait(dock, qtbot) == "ok"
+    dock.resize(400, 560)
+    dock.show()
+    qtbot.waitExposed(dock)
+    qtbot.wait(200)
+    scroll = dock.widget()
+    assert dock.tabs.currentWidget() is dock.run_page and dock.counts_label.isVisibleTo(dock)
+    assert dock.plan_button.isVisibleTo(dock) and dock.run_button.isVisibleTo(dock)
+    dock.tabs.setCurrentIndex(0)  # the inputs
+    qtbot.wait(100)
+    assert not scroll.verticalScrollBar().isVisible(), (scroll.widget().size(), scroll.viewport().size())
+    assert not scroll.verticalScrollBar().isVisible(), (scroll.widget().size(), scroll.viewport().size())
+    assert scroll.widget().minimumSizeHint().width() <= 400, scroll.widget().minimumSizeHint()
+
+
+def test_every_control_of_the_common_path_is_reachable_with_tab(dock, qtbot):
+    dock.show()
+    qtbot.waitExposed(dock)
+    wanted = [dock.tabs.tabBar(), dock.draw_polygon_button, dock.aoi_layer_combo, dock.use_layer_button,
+              dock.scene_list, dock.add_button, dock.remove_scene_button, dock.clear_scenes_button, dock.model_edit,
+              dock.model_load_button, dock.output_edit, dock.plan_button, dock.run_button]
+    seen, widget = [], dock.setup_button
+    for _ in range(200):
+        widget = widget.nextInFocusChain()
+        if widget in wanted and widget not in seen:
+            seen.append(widget)
+    missing = [w.objectName() or w.__class__.__name__ for w in wanted if w not in seen]
+    assert not missing, missing
+    assert all(w.focusPolicy() & Qt.TabFocus for w in wanted), [w for w in wanted if not w.focusPolicy() & Qt.TabFocus]
+    assert [dock.plan_button.text(), dock.run_button.text()] == ["&Plan", "&Run"]  # Alt+P, Alt+R

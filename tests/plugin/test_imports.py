@@ -6,7 +6,6 @@ import ast
 import sys
 
 import pytest
-
 from conftest import REPO
 
 FORBIDDEN = ("torch", "rasterio", "numpy", "osgeo", "groundbreak", "fiona", "shapely", "pyproj", "geopandas")

@@ -26,7 +26,6 @@ def test_plugin_loads_registers_provider_and_unloads(qgis_iface):
 
 def test_unload_during_a_run_stops_the_engine(qgis_iface, qgis_new_project, fake_engine, monkeypatch, qtbot, tmp_path):
     from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsRectangle
-
     from qgis_helpers import SettingsSandbox
 
     sandbox = SettingsSandbox()

@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 import pytest
+from conftest import RECORDED, REPO
 from qgis.core import (
     QgsApplication,
     QgsFeature,
@@ -19,8 +20,6 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-
-from conftest import RECORDED, REPO
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 

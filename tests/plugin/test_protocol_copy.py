@@ -1,7 +1,23 @@
+"""The plugin carries byte-identical copies of the engine's stdlib-only shared modules."""
+
+import pytest
 from conftest import REPO
 
 
-def test_plugin_protocol_is_a_byte_identical_copy_of_the_engines():
-    engine = (REPO / "engine" / "groundbreak" / "protocol.py").read_bytes()
-    plugin = (REPO / "plugin" / "protocol.py").read_bytes()
-    assert plugin == engine, "copy engine/groundbreak/protocol.py to plugin/protocol.py"
+@pytest.mark.parametrize("name", ["protocol.py", "names.py"])
+def test_plugin_copy_is_byte_identical_to_the_engines(name):
+    engine = (REPO / "engine" / "groundbreak" / name).read_bytes()
+    plugin = (REPO / "plugin" / name).read_bytes()
+    assert plugin == engine, "copy engine/groundbreak/%s to plugin/%s" % (name, name)
+
+
+def test_the_plugin_retypes_no_runtime_name():
+    """Runtime names come from plugin/names.py only (settings_dialog once lacked openvino-bf16)."""
+    from plugin import names
+
+    for path in (REPO / "plugin").glob("*.py"):
+        if path.name in ("names.py", "engine_status.py"):  # engine_status names the openvino *package*
+            continue
+        text = path.read_text()
+        for runtime in names.RUNTIMES:
+            assert '"%s"' % runtime not in text and "'%s'" % runtime not in text, (path.name, runtime)

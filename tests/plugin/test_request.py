@@ -42,9 +42,10 @@ def test_invalid_requests_are_refused_with_a_reason(req, command, fragment):
 
 
 def test_info_and_model_args():
-    assert request.info_args(["x.tif", "y.tif"]) == ["info", "x.tif", "y.tif", "--json"]
-    assert request.model_args() == ["model", "--json"]
-    assert request.model_args("/m") == ["model", "/m", "--json"]
+    assert request.info_args(["x.tif", "y.tif"]) == ["info", "--json", "x.tif", "y.tif"]
+    assert request.info_args(["x.tif"], model="m") == ["info", "--json", "--model", "m", "x.tif"]
+    assert request.model_args() == ["model", "show", "--json"]
+    assert request.model_args("/m") == ["model", "show", "/m", "--json"]
     with pytest.raises(RequestError):
         request.info_args([])
 
@@ -68,7 +69,8 @@ def test_default_interpreter_is_never_sys_executable(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setattr(request, "checkout_root", lambda: None)
-    assert request.default_interpreter(str(tmp_path)) == str(tmp_path / "groundbreak" / "engine-venv" / "bin" / "python")
+    legacy = tmp_path / "groundbreak" / "engine-venv" / "bin" / "python"
+    assert request.default_interpreter(str(tmp_path)) == str(legacy)
     assert request.default_interpreter(None) == ""
     assert request.default_interpreter(str(tmp_path)) != sys.executable
 

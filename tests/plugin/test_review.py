@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from conftest import FAKE_ENGINE
 from qgis.core import QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QApplication
 
-from conftest import FAKE_ENGINE
 from plugin.review import CONFIRMED, REJECTED, ReviewError, ReviewSession, export_labels
 
 

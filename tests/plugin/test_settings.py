@@ -1,15 +1,13 @@
-"""Settings (dialog round trip, interpreter resolution) and the Set up engine action's wiring."""
+"""Settings: the dialog round trip (runtimes from names.py) and interpreter resolution."""
 
 from __future__ import annotations
 
 import sys
 
-from qgis_helpers import SettingsSandbox, clear_messages, message_texts
+from qgis_helpers import SettingsSandbox
 
-import plugin
 from plugin import settings
 from plugin.settings_dialog import SettingsDialog
-from plugin.setup_engine import Step
 
 
 def test_dialog_saves_what_the_user_entered(qgis_app):
@@ -40,46 +38,9 @@ def test_interpreter_falls_back_to_env_then_default_never_sys_executable(qgis_ap
     assert settings.EngineSettings().effective_interpreter != sys.executable
 
 
-def test_set_up_engine_reports_success_and_saves_the_interpreter(qgis_iface, qtbot, monkeypatch, tmp_path):
-    import plugin.setup_engine as setup
+def test_runtime_choices_are_the_engines(qgis_app):
+    from plugin import names
 
-    sandbox = SettingsSandbox()
-    monkeypatch.setattr(settings, "engine_venv_dir", lambda: str(tmp_path / "venv"))
-    monkeypatch.setattr(setup, "plan_steps", lambda venv: [Step("one", (sys.executable, "-c", "print('ok')"))])
-    clear_messages(qgis_iface)
-    instance = plugin.classFactory(qgis_iface)
-    instance.initGui()
-    try:
-        instance.setup_engine()
-        with qtbot.waitSignal(instance.setup.finished, timeout=30000):
-            pass
-        assert settings.load().interpreter == str(tmp_path / "venv" / "bin" / "python")
-        assert any("engine ready" in t for t in message_texts(qgis_iface))
-    finally:
-        instance.unload()
-        sandbox.restore()
-
-
-def test_set_up_engine_failure_is_reported_with_the_step(qgis_iface, qtbot, monkeypatch, tmp_path):
-    from qgis.core import Qgis
-
-    import plugin.setup_engine as setup
-
-    sandbox = SettingsSandbox()
-    sandbox.set(interpreter="/kept/python")
-    monkeypatch.setattr(settings, "engine_venv_dir", lambda: str(tmp_path / "venv"))
-    monkeypatch.setattr(setup, "plan_steps", lambda venv: [
-        Step("Installing torch", (sys.executable, "-c", "import sys; print('No matching distribution'); sys.exit(1)"))])
-    clear_messages(qgis_iface)
-    instance = plugin.classFactory(qgis_iface)
-    instance.initGui()
-    try:
-        instance.setup_engine()
-        with qtbot.waitSignal(instance.setup.finished, timeout=30000):
-            pass
-        texts = message_texts(qgis_iface, Qgis.Critical)
-        assert any("Installing torch" in t and "No matching distribution" in t for t in texts), texts
-        assert settings.load().interpreter == "/kept/python"
-    finally:
-        instance.unload()
-        sandbox.restore()
+    dialog = SettingsDialog()
+    offered = [dialog.runtime_combo.itemText(i) for i in range(dialog.runtime_combo.count())]
+    assert offered == list(names.RUNTIME_CHOICES) and "openvino-bf16" in offered

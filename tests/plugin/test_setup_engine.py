@@ -1,77 +1,164 @@
-"""'Set up engine': the steps it plans (torch always pinned) and how it reports progress and failure."""
+"""'Set up engine': the plan (torch pinned, OpenVINO extra), pip's progress in words, the extra index
+probed once (a refused port stands in for an unreachable index), and a failed set-up that leaves the
+engine in use untouched. The steps run for real (venv, pip, the status probe) on a tiny stand-in wheel."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
+import tiny_wheel
+from conftest import RECORDED, REPO
+from qgis_helpers import SettingsSandbox, clear_messages, message_texts
 
-from conftest import REPO
-from plugin.request import RequestError
-from plugin.setup_engine import TORCH_PIN, EngineSetup, Step, plan_steps
+from plugin import settings
+from plugin.pip_progress import PipProgress, parse_size
+from plugin.setup_engine import STEPS, TORCH_PIN, EngineSetup, SetupError, SetupPlan, plan_setup
+
+BASE_PYTHON = "/usr/bin/python3"
 
 
-def test_steps_create_a_venv_and_install_a_pinned_torch_with_the_engine(tmp_path):
-    steps = plan_steps(str(tmp_path / "venv"), python="/usr/bin/python3.11", source="/x/groundbreak-0.1.0.whl",
-                       extra_index="https://example.invalid/cpu")
-    assert steps[0].argv == ("/usr/bin/python3.11", "-m", "venv", str(tmp_path / "venv"))
-    install = steps[1].argv
-    assert install[0] == str(tmp_path / "venv" / "bin" / "python") and install[1:4] == ("-m", "pip", "install")
+@pytest.fixture
+def refused_index():
+    """An index URL on a local port that refuses connections (bound, never listening)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield "http://127.0.0.1:%d/simple" % sock.getsockname()[1]
+    sock.close()
+
+
+def test_plan_pins_torch_and_installs_the_engine_with_openvino(tmp_path):
+    plan = plan_setup(str(tmp_path), python="/usr/bin/python3.11", source="/x/groundbreak-0.1.0-py3-none-any.whl",
+                      extra_index="https://example.invalid/cpu")
+    assert os.path.dirname(plan.venv_dir) == str(tmp_path) and os.path.basename(plan.venv_dir).startswith("engine-")
+    install = plan.pip_install(True)
+    assert install[:4] == [plan.python, "-m", "pip", "install"]
     assert TORCH_PIN == "torch==2.13.0" and TORCH_PIN in install
-    assert not any(a == "torch" or (a.startswith("torch") and a != TORCH_PIN) for a in install)
-    assert install[-1] == "/x/groundbreak-0.1.0.whl"
-    assert "--extra-index-url" in install
-    assert steps[2].argv[-3:] == ("-m", "groundbreak", "--help")
-
-
-def test_a_checkout_installs_from_the_repository(tmp_path):
-    steps = plan_steps(str(tmp_path / "venv"), python="/usr/bin/python3", extra_index=None)
-    assert steps[1].argv[-1] == str(REPO)  # no wheel next to plugin/ in a checkout
-    assert "--extra-index-url" not in steps[1].argv
+    assert not any(a.startswith("torch") and a != TORCH_PIN for a in install)
+    assert install[-1] == "/x/groundbreak-0.1.0-py3-none-any.whl[fast]"
+    assert install[install.index("--extra-index-url") + 1] == "https://example.invalid/cpu"
+    assert "--extra-index-url" not in plan.pip_install(False)  # the index did not answer
 
 
 def test_no_python_is_a_clear_error(tmp_path, monkeypatch):
     import plugin.setup_engine as setup
 
     monkeypatch.setattr(setup, "base_python", lambda: None)
-    with pytest.raises(RequestError, match="no Python"):
-        plan_steps(str(tmp_path / "venv"), source="/x.whl")
+    with pytest.raises(SetupError, match="no Python"):
+        plan_setup(str(tmp_path), source="/x.whl")
 
 
-def test_runner_reports_each_step_and_the_failing_one(qgis_app, qtbot, tmp_path):
-    steps = [Step("first", (sys.executable, "-c", "print('hello from step 1')")),
-             Step("second (fails)", (sys.executable, "-c", "import sys; print('no space left'); sys.exit(3)")),
-             Step("never", (sys.executable, "-c", "open(%r, 'w')" % str(tmp_path / "ran")))]
-    runner = EngineSetup(steps)
-    started, lines = [], []
-    runner.step_started.connect(lambda i, n, title: started.append((i, n, title)))
-    runner.output.connect(lines.append)
-    with qtbot.waitSignal(runner.finished, timeout=30000) as done:
+def test_pip_output_becomes_counted_steps():
+    progress = PipProgress(total=74)
+    lines = (RECORDED / "pip_install.log").read_text().splitlines()
+    texts = [progress.describe() for line in lines if progress.feed(line)]
+    assert any("fetching packages: 1 of 74" in t for t in texts), texts[:5]
+    assert any(t.startswith("installing ") and "packages" in t for t in texts)
+    assert progress.done and texts[-1].startswith("installed ")
+    assert not any("is ignored" in t for t in texts)  # pip's configuration noise is not progress
+    assert parse_size("190.4 MB") == 190400000 and parse_size("12 kB") == 12000
+
+
+def run_setup(instance, plan, qtbot, timeout=300000):
+    instance.setup_engine(plan)
+    with qtbot.waitSignal(instance.setup.finished, timeout=timeout) as done:
+        pass
+    return done.args
+
+
+def test_unreachable_index_falls_back_at_once_and_setup_succeeds(qgis_iface, qtbot, tmp_path, refused_index):
+    import plugin
+
+    sandbox = SettingsSandbox()
+    sandbox.set(interpreter="")
+    clear_messages(qgis_iface)
+    wheel = tiny_wheel.build(tmp_path / "wheel")
+    plan = SetupPlan(base_python=BASE_PYTHON, venv_dir=str(tmp_path / "engine-new"), source=str(wheel),
+                     extra_index=refused_index, packages=())
+    instance = plugin.classFactory(qgis_iface)
+    instance.initGui()
+    steps = []
+    try:
+        instance.setup_engine(plan)
+        instance.setup.step_started.connect(lambda i, n, title: steps.append(title))
+        with qtbot.waitSignal(instance.setup.finished, timeout=300000) as done:
+            pass
+        ok, message = done.args
+        setup = instance.setup
+        assert ok, message + "\n" + "\n".join(setup.log_lines[-20:])
+        assert steps == list(STEPS[1:])  # the first step started before we connected
+        probe_s = dict(setup.seconds)[STEPS[0]]
+        assert probe_s < plan.probe_timeout_s + 1.5, probe_s  # refused: no waiting for pip's retries
+        assert "does not answer" in setup.index_note and "refused" in setup.index_note.lower(), setup.index_note
+        assert "pip's default index" in message
+        pip_calls = [line for line in setup.log_lines if line.startswith("$ ") and " pip install " in line]
+        assert len(pip_calls) == 2 and not any(refused_index in line for line in pip_calls)
+        assert settings.load().interpreter == plan.python
+        dialog = instance.setup_dialog
+        assert dialog.ok and "✓" in dialog.step_labels[-1].text() and "engine ready" in dialog.result_label.text()
+        dialog.log_button.click()  # the full log, one click away
+        assert dialog.log_view.isVisibleTo(dialog) and "pip install" in dialog.log_view.toPlainText()
+        # the dock re-checks the engine at once (no restart, no Load)
+        qtbot.waitUntil(lambda: "groundbreak 0.0.1" in instance.dock.engine_label.text(), timeout=30000)
+        assert any("engine ready" in t for t in message_texts(qgis_iface))
+    finally:
+        instance.unload()
+        sandbox.restore()
+
+
+def test_a_failed_setup_says_what_failed_and_keeps_the_old_engine(qgis_iface, qtbot, tmp_path, fake_engine):
+    from qgis.core import Qgis
+
+    import plugin
+
+    sandbox = SettingsSandbox()
+    sandbox.set(interpreter=fake_engine)
+    clear_messages(qgis_iface)
+    plan = SetupPlan(base_python=BASE_PYTHON, venv_dir=str(tmp_path / "engine-new"),
+                     source=str(tmp_path / "groundbreak-9.9.9-py3-none-any.whl"), extra_index=None, packages=())
+    instance = plugin.classFactory(qgis_iface)
+    instance.initGui()
+    try:
+        ok, message = run_setup(instance, plan, qtbot)
+        assert not ok
+        assert "Working out what to install" in message and "groundbreak-9.9.9" in message, message
+        assert "Hint:" in message and "unchanged" in message
+        assert not os.path.exists(plan.venv_dir)  # no half-made environment left behind
+        assert settings.load().interpreter == fake_engine
+        assert any("Working out what to install" in t for t in message_texts(qgis_iface, Qgis.Critical))
+        assert "✗" in instance.setup_dialog.step_labels[2].text()
+        assert "Working out what to install" in instance.dock.last_message
+        # the engine from before still answers
+        with qtbot.waitSignal(instance.dock.engine_checked, timeout=30000) as checked:
+            instance.dock.refresh_engine()
+        assert checked.args[0] is not None and "Engine ready" in instance.dock.engine_label.text()
+    finally:
+        instance.unload()
+        sandbox.restore()
+
+
+def test_cancel_removes_the_new_environment(qgis_app, qtbot, tmp_path):
+    plan = SetupPlan(base_python=BASE_PYTHON, venv_dir=str(tmp_path / "engine-new"),
+                     source=str(tiny_wheel.build(tmp_path / "wheel")), extra_index=None, packages=())
+    runner = EngineSetup(plan)
+    runner.step_started.connect(lambda i, n, title: runner.cancel() if i == 1 else None)
+    with qtbot.waitSignal(runner.finished, timeout=120000) as done:
         runner.start()
-    ok, message = done.args
-    assert not ok
-    assert started == [(0, 3, "first"), (1, 3, "second (fails)")]
-    assert "hello from step 1" in lines
-    assert "second (fails)" in message and "exit code 3" in message and "no space left" in message
-    assert not (tmp_path / "ran").exists()
-
-
-def test_runner_reports_an_interpreter_that_cannot_start(qgis_app, qtbot, tmp_path):
-    runner = EngineSetup([Step("create venv", (str(tmp_path / "nope"), "-m", "venv", "x"))])
-    with qtbot.waitSignal(runner.finished, timeout=30000) as done:
-        runner.start()
-    assert done.args[0] is False and "could not start" in done.args[1]
+    assert done.args[0] is False and "cancelled" in done.args[1]
+    assert not os.path.exists(plan.venv_dir)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/usr/bin/python3.11"), reason="needs a system Python 3.11")
 @pytest.mark.skipif(os.environ.get("GROUNDBREAK_TEST_ENGINE_SETUP") != "1",
-                    reason="installs torch and the engine into a new venv (~2 min): set GROUNDBREAK_TEST_ENGINE_SETUP=1")
-def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, tmp_path):
-    """The zip's engine wheel + torch==2.13.0 into a fresh venv, through pip's configured indexes."""
+                    reason="installs torch, OpenVINO and the engine into a new venv (~2 min): "
+                           "set GROUNDBREAK_TEST_ENGINE_SETUP=1")
+def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, tmp_path, refused_index):
+    """The zip's engine wheel + torch==2.13.0 + OpenVINO into a fresh venv, the extra index unreachable."""
     sys.path.insert(0, str(REPO / "scripts"))
     import build_plugin
 
@@ -80,13 +167,18 @@ def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, t
         wheel = [n for n in zf.namelist() if n.startswith("groundbreak/engine/") and n.endswith(".whl")]
         assert len(wheel) == 1
         zf.extract(wheel[0], tmp_path / "unzipped")
-    venv = tmp_path / "engine-venv"
-    steps = plan_steps(str(venv), python="/usr/bin/python3.11", source=str(tmp_path / "unzipped" / wheel[0]),
-                       extra_index=os.environ.get("GROUNDBREAK_TORCH_INDEX") or None)
-    runner = EngineSetup(steps)
+    plan = plan_setup(str(tmp_path / "engines"), python=BASE_PYTHON, source=str(tmp_path / "unzipped" / wheel[0]),
+                      extra_index=refused_index)
+    runner = EngineSetup(plan)
+    t0 = time.monotonic()
     with qtbot.waitSignal(runner.finished, timeout=1200000) as done:
         runner.start()
+    seconds = time.monotonic() - t0
+    (REPO / "artifacts" / "plugin").mkdir(parents=True, exist_ok=True)
+    (REPO / "artifacts" / "plugin" / "setup-log.txt").write_text(
+        "total %.1f s\n%s\n\n%s" % (seconds, runner.seconds, "\n".join(runner.log_lines)))
     assert done.args[0], done.args[1] + "\n" + "\n".join(runner.log_lines[-30:])
-    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch, groundbreak; print(torch.__version__)"],
+    check = subprocess.run([plan.python, "-c", "import torch, openvino, groundbreak; print(torch.__version__)"],
                            capture_output=True, timeout=300)
-    assert check.returncode == 0 and check.stdout.decode().startswith("2.13.0")
+    assert check.returncode == 0 and check.stdout.decode().startswith("2.13.0"), check.stderr.decode()[-2000:]
+    assert '"openvino": "' in runner.engine_status

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import RECORDED
+
 from plugin import protocol
 from plugin.stream import EventStream, describe_exit, final_status, overall_percent, valid_features
 

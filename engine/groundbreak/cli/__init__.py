@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 import click
 
 from .. import __version__
 from ..errors import GroundbreakError, InternalError
+
+#: Before the sub-commands (and with them rasterio, GDAL, …) are imported: the start-up a user waits
+#: for before a run starts, which ``plan`` includes in its time estimate.
+PROCESS_START = time.perf_counter()
 
 
 class _Group(click.Group):
@@ -29,6 +34,10 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader of our stdout went away (`groundbreak model | head`): nothing to report to.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as exc:
             # A bug must still end the stream with error and done events, or a client waits forever.
             logging.getLogger("groundbreak").exception("unexpected error")
@@ -77,9 +86,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, evaluate, fleet, info, model, plan, run, train
+    from . import demo, evaluate, fleet, info, model, plan, run, timeline, train
 
-    for module in (demo, info, plan, run, model, train, evaluate, fleet):
+    for module in (demo, info, plan, run, model, train, evaluate, timeline, fleet):
         cli.add_command(module.command)
 
 

@@ -6,9 +6,12 @@ import os
 import signal
 import stat
 import sys
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
+from ..errors import GroundbreakError
 from ..model import ModelPackage, load_model_package
+from ..pipeline import RunResult
 from ..plan import Plan, plan_inputs
 from ..reporter import CancelToken, Reporter, watch_stdin
 from .options import mask_rules_from
@@ -55,6 +58,23 @@ def plan_from(params: Dict[str, Any], model: ModelPackage, reporter: Reporter) -
                        aoi_id_field=params.pop("aoi_id_field"), band_order=params.pop("band_order"),
                        date=params.pop("date"), grid_epsg=params.pop("grid_epsg"), mask_rules=rules,
                        allow_resample=params.pop("allow_resample"), reporter=reporter)
+
+
+def aggregate(result: RunResult, reporter: Reporter) -> RunResult:
+    """The aggregate stage after a multi-date run: sites with dates into the run's GeoPackage. A
+    failure here is a warning: the detections are written and ``groundbreak timeline`` can retry."""
+    from ..timeline import build_timeline
+
+    reporter.stage("aggregate", "building sites with dates from %s" % result.output)
+    try:
+        built = build_timeline(result.output)
+    except GroundbreakError as exc:
+        reporter.warning(exc.code, "no sites were built: %s" % exc.message,
+                         exc.hint or "run `groundbreak timeline --in %s` once it is fixed" % result.output)
+        return result
+    summary = {"sites": len(built.sites), "dates": len(built.dates), "ongoing": sum(s.ongoing for s in built.sites),
+               "params": built.params.to_dict()}
+    return replace(result, stats=replace(result.stats, timeline=summary))
 
 
 def make_reporter(events: Optional[str], command: str) -> Reporter:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..metrics import fmt
 from ..pipeline import RunOptions
 from . import options
 from .common import install_cancel, make_reporter, open_model
@@ -26,7 +27,9 @@ from .summary import print_run_summary, progress_listener
 def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events):
     """Generate a synthetic demo world and run the whole pipeline on it.
 
-    Writes OUT_DIR/detections.gpkg (open it in QGIS) and OUT_DIR/quicklook.png.
+    Writes OUT_DIR/detections.gpkg (open it in QGIS; it holds the sites too), OUT_DIR/quicklook.png,
+    OUT_DIR/timelines.png (score over time per site), OUT_DIR/smart/ (the sites as SMART site
+    models), OUT_DIR/truth/ (the world's truth as SMART) and OUT_DIR/sitescore/report.json.
 
     \b
     $ groundbreak demo
@@ -43,17 +46,29 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     with progress_listener(reporter, enabled=show_bar):
         result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=run_options,
                           reporter=reporter, cancel=cancel)
-    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)},
-                    {**result.run.stats.to_dict(), "truth": result.truth}, result.run.cost.to_dict())
+    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook),
+                     "timelines": str(result.timeline_png), "smart": str(result.smart_dir)},
+                    {**result.run.stats.to_dict(), "truth": result.truth, "sites": result.sites},
+                    result.run.cost.to_dict())
     if not ctx.obj.get("quiet"):
         print_run_summary(result.run)
         t = result.truth
+        s: dict = dict(result.sites)
         click.echo(
-            "  vs. truth     precision %.2f, recall %.2f, F1 %.2f on %d inferred chips (demo world labels)\n"
-            "  quick-look    %s\n  world         %s (synthetic, cached)\n"
+            "  vs. truth     precision %s, recall %s, F1 %s on %d inferred chips (demo world labels)\n"
+            "  sites         %d found of %d built (%d with the start within one revisit), %d reported where "
+            "none was built; site F1 %s (SMART scoring)\n"
+            "  start dates   error per found site, in revisits: %s (days: mean |error| %s, median %s, max %s)\n"
+            "  quick-look    %s\n  timelines     %s\n  SMART         %s (proposals), %s (truth)\n"
+            "  world         %s (synthetic, cached)\n"
             "  next          open %s in QGIS, or run `groundbreak run --help`"
-            % (t["precision"], t["recall"], t["f1"], t["chips_scored"], result.quicklook, result.world_dir,
-               result.run.output),
+            % (fmt(t["precision"], ".2f"), fmt(t["recall"], ".2f"), fmt(t["f1"], ".2f"), t["chips_scored"],
+               s["found"], s["truth_sites"],
+               s["found_with_start_within_one_revisit"], s["false_sites"], s["f1"],
+               " ".join("%+d" % e if e is not None else "?" for e in s["start_error_revisits"]),
+               s["start_error_days"].get("mean_abs"), s["start_error_days"].get("median"),
+               s["start_error_days"].get("max_abs"), result.quicklook, result.timeline_png, result.smart_dir,
+               result.smart_dir.parent / "truth", result.world_dir, result.run.output),
             err=True,
         )
     reporter.done(result.run.status.value, result.run.exit_code)

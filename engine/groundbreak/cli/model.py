@@ -17,9 +17,15 @@ class _ModelGroup(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: List[str]) -> Tuple[Optional[str], Optional[click.Command],
                                                                             List[str]]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            return "show", self.commands["show"], args
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            return "show", self.commands["show"], args  # `model PATH`, `model --json`, `model PATH --json`
         return super().resolve_command(ctx, args)
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        # Options of `show` given without the sub-command name must reach `show`, not the group.
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
 
 
 @click.group("model", cls=_ModelGroup, invoke_without_command=True)
@@ -58,3 +64,12 @@ def show(path: Optional[str] = None, as_json: bool = False) -> None:
         click.echo("%-13s %s" % (key, value))
     if m.demo:
         click.echo("NOTE: DEMO weights, not validated on real construction imagery.")
+
+
+def _register() -> None:
+    from . import model_publish
+
+    command.add_command(model_publish.command)
+
+
+_register()

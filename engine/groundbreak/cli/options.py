@@ -98,7 +98,7 @@ def apply(func: F, options: Sequence[Callable[[F], F]]) -> F:
 
 
 def mask_options(func: F) -> F:
-    return apply(func, _mask_options)  # type: ignore[arg-type]
+    return apply(func, _mask_options)
 
 
 def mask_rules_from(params: dict) -> Optional[MaskRules]:
@@ -114,4 +114,4 @@ def mask_rules_from(params: dict) -> Optional[MaskRules]:
 def input_options(func: F) -> F:
     """What ``plan`` and ``run`` both read: AOIs, scenes, the model and how to read them."""
     return apply(func, [aois, scenes, model, min_valid, threads, price, aoi_id_field, band_order, date, grid_epsg,
-                        allow_resample, *_mask_options, events])  # type: ignore[list-item]
+                        allow_resample, *_mask_options, events])

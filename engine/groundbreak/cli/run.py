@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ import click
 
 from ..errors import PartialRunError, UsageError
 from ..pipeline import RunOptions, RunStatus, run_detection
-from . import options
-from .common import install_cancel, make_reporter, open_model, plan_from
+from . import PROCESS_START, options
+from .common import aggregate, install_cancel, make_reporter, open_model, plan_from
 from .summary import print_run_summary, progress_listener
 
 
@@ -23,6 +24,8 @@ from .summary import print_run_summary, progress_listener
 @options.runtime
 @options.force_runtime
 @options.readers
+@click.option("--no-timeline", is_flag=True,
+              help="Do not build sites with dates at the end of a multi-date run (`groundbreak timeline` can later).")
 @click.option("--overwrite", is_flag=True,
               help="Replace --out instead of resuming into it (the old file is replaced once the new run has "
                    "committed its first batch).")
@@ -48,11 +51,15 @@ def command(ctx: click.Context, **params: Any) -> None:
         raise UsageError("--out must be a .gpkg file (got %s)" % out, hint="e.g. --out detections.gpkg")
     model = open_model(params.pop("model_path"), reporter)
     plan = plan_from(params, model, reporter)
+    timeline = not params.pop("no_timeline") and len({s.date for s in plan.scenes}) > 1
     run_options = RunOptions(**params)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
         result = run_detection(plan, model, out_path, options=run_options, reporter=reporter, cancel=cancel,
-                               command=" ".join(shlex.quote(a) for a in sys.argv))
+                               command=" ".join(shlex.quote(a) for a in sys.argv),
+                               startup_s=time.perf_counter() - PROCESS_START)
+    if timeline and result.status in (RunStatus.OK, RunStatus.PARTIAL):
+        result = aggregate(result, reporter)
     reporter.result({"gpkg": str(result.output)}, result.stats.to_dict(), result.cost.to_dict())
     if not ctx.obj.get("quiet"):
         print_run_summary(result)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import sys
+from typing import Any, Iterator, Optional
 
 import click
 
+from ..estimate import Estimate
 from ..pipeline import RunResult
+from ..protocol import Event
 from ..reporter import Reporter
 
 
@@ -39,6 +42,9 @@ def print_run_summary(result: RunResult) -> None:
     if s.chips_resumed:
         lines.insert(4, "  resumed       %d chip(s) already done by an earlier attempt, %d new in this one"
                      % (s.chips_resumed, s.chips_processed))
+    if s.timeline is not None:
+        lines.append("  sites         %d over %d dates (%d ongoing at the last date): layers sites and "
+                     "site_observations" % (s.timeline["sites"], s.timeline["dates"], s.timeline["ongoing"]))
     for r in s.resampled:
         lines.append("  resampled     %s from %.2f m to the model's %.2f m grid"
                      % (r["scene_id"], r["from_m"], r["to_m"]))
@@ -47,7 +53,7 @@ def print_run_summary(result: RunResult) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-def print_plan_summary(est) -> None:
+def print_plan_summary(est: Estimate) -> None:
     d = est.expected_dropped
     lines = [
         "",
@@ -64,32 +70,42 @@ def print_plan_summary(est) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-@contextlib.contextmanager
-def progress_listener(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
-    """A click progress bar fed by the reporter's progress events (terminals only)."""
-    if not enabled:
-        yield
-        return
-    state = {"bar": None, "done": 0}
+class _Bar:
+    """A click progress bar fed by progress events (created on the first one that has a total)."""
 
-    def listen(event) -> None:
+    def __init__(self) -> None:
+        self.bar: Optional[Any] = None
+        self.done = 0
+
+    def listen(self, event: Event) -> None:
         if event.type != "progress":
             return
         total = event.get("total") or 0
-        if state["bar"] is None and total:
-            state["bar"] = click.progressbar(length=total, label="chips", file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        if state["bar"] is not None:
-            step = event.get("done") - state["done"]
-            if step > 0:
-                state["bar"].update(step)
-                state["done"] = event.get("done")
+        if self.bar is None and total:
+            bar: Any = click.progressbar(length=int(total), label="chips", file=sys.stderr)
+            bar.__enter__()
+            self.bar = bar
+        step = (event.get("done") or 0) - self.done
+        if self.bar is not None and step > 0:
+            self.bar.update(step)
+            self.done = event.get("done")
 
-    previous = reporter._listener
-    reporter._listener = listen
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def progress_listener(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
+    """A progress bar on stderr fed by the reporter's progress events (terminals only)."""
+    if not enabled:
+        yield
+        return
+    bar = _Bar()
+    previous = reporter.listener
+    reporter.listener = bar.listen
     try:
         yield
     finally:
-        reporter._listener = previous
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
+        reporter.listener = previous
+        bar.close()

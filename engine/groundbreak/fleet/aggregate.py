@@ -85,10 +85,12 @@ def aggregate(ledger_path: "str | os.PathLike[str]", out: "str | os.PathLike[str
         else:
             counts = _write_parquet(ledger, out, records, cost)
         aoi_ids = ledger.aoi_ids()
+        dates = len({s.date for s in ledger.scenes()})
     failed = counts["failed"]
     status = RunStatus.PARTIAL if failed or len(units) < counts["expected_units"] else RunStatus.OK
-    timelines = run_timelines(out, aoi_ids, timeline_params, reporter) if fmt is OutputFormat.GPKG and timeline \
-        else None
+    # As `run` does: sites with dates need more than one date.
+    timelines = run_timelines(out, aoi_ids, timeline_params, reporter) \
+        if fmt is OutputFormat.GPKG and timeline and dates > 1 else None
     return AggregateResult(output=out, status=status, units=len(units), chips=counts["chips"],
                            detections=counts["detections"], failed_chips=failed,
                            seconds=time.perf_counter() - t0, timelines=timelines, cost=cost)

@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -29,7 +29,7 @@ from ..model import ModelPackage
 from ..names import DROP_REASONS, PROGRESS_COUNTS, ChipStatus
 from ..plan import Plan, fitted
 from ..reporter import CancelToken, Reporter
-from ..store import ChipRecord, DetectionStore
+from ..store import ChipRecord, DetectionRecord, DetectionStore
 from .options import RunOptions, RunResult, RunStats, RunStatus
 from .provenance import attempt_row, describe_difference, run_fingerprint, short_id
 from .stages import Predictor, ReadyChip, Screened, detection_feature, infer
@@ -40,12 +40,17 @@ log = logging.getLogger(__name__)
 
 def run_detection(plan: Plan, model: ModelPackage, out: Path, *, options: Optional[RunOptions] = None,
                   reporter: Optional[Reporter] = None, cancel: Optional[CancelToken] = None,
-                  command: str = "") -> RunResult:
-    """Run the plan and write ``out``. Re-running the same inputs into the same ``out`` resumes."""
+                  command: str = "", startup_s: float = 0.0) -> RunResult:
+    """Run the plan and write ``out``. Re-running the same inputs into the same ``out`` resumes.
+
+    ``startup_s``: what the calling process spent before the run (imports, reading inputs); a CLI
+    passes it so ``plan`` can predict what a user waits for, start to end."""
     options = options or RunOptions()
     options.validate()
-    return LocalRun(fitted(plan, model), model, Path(out), options, reporter or Reporter(), cancel or CancelToken(),
-                    command).execute()
+    run = LocalRun(fitted(plan, model), model, Path(out), options, reporter or Reporter(), cancel or CancelToken(),
+                   command)
+    run.startup_s = startup_s
+    return run.execute()
 
 
 class _ModelLoader:
@@ -160,11 +165,13 @@ class LocalRun:
         self.done = 0
         self.total = 0
         self.forward_batch = 0
+        self.startup_s = 0.0
         self._last_progress = 0.0
 
     # -- the attempt ------------------------------------------------------------------------------
     def execute(self) -> RunResult:
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        self.timings["startup_s"] = self.startup_s
         loader = _ModelLoader(self.model, self.options)
         output = _Output(self.out, self.plan.grid.epsg, self.options.overwrite)
         reader: Optional[_Reader] = None
@@ -269,7 +276,7 @@ class LocalRun:
     def _flush(self, predictor: Predictor, output: _Output, batch: List[ReadyChip], records: List[ChipRecord],
                final: bool = False) -> None:
         chips = list(records)
-        detections = ()
+        detections: Tuple[DetectionRecord, ...] = ()
         if batch:
             t = time.perf_counter()
             inferred = infer(predictor, self.model, batch, self.plan.grid)
@@ -311,7 +318,8 @@ class LocalRun:
         if self.counts["inferred"] >= 32 and steady > 0:
             # End to end (reads, screening and inference), so ``plan`` predicts what a run takes, not
             # what the model alone could do; tiny runs are too noisy to remember.
-            remember_throughput(self.model.sha256, self.options.threads, self.counts["inferred"] / steady)
+            remember_throughput(self.model.sha256, self.options.threads, self.counts["inferred"] / steady,
+                                model_load_s=self.timings["model_load_s"] + self.timings["startup_s"])
         store.finish_attempt(self.run_id, attempt, status=status.value, finished=_now(), row={
             "stats": result.stats.to_dict(), "cost": result.cost.to_dict(), "timings": result.stats.timings})
         return result

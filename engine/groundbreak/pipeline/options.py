@@ -91,6 +91,8 @@ class RunStats:
     model_demo: bool
     timings: Dict[str, float]
     resampled: List[Dict[str, Any]]  # scenes read at another resolution: scene_id, from_m, to_m
+    #: The aggregate stage when it ran (multi-date runs): sites, dates, params; None otherwise.
+    timeline: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -36,7 +36,7 @@ def run_fingerprint(plan: Plan, model: ModelPackage, options: RunOptions) -> str
             "nodata": scene.nodata,
             "alpha": scene.alpha_band,
         })
-    extra = {
+    extra: Dict[str, object] = {
         "model": package_digest(model),
         "runtime": options.requested_runtime(model.runtime),
         "drop_rule": options.drop_rule.fingerprint(),
@@ -92,7 +92,7 @@ def attempt_row(plan: Plan, model: ModelPackage, options: RunOptions, *, command
             "aois": [{"aoi_id": a.aoi_id, "source": a.source} for a in plan.aois],
             "scenes": [{"scene_id": s.scene_id, "path": s.path, "date": s.date.isoformat(),
                         "quick_hash": s.quick_hash} for s in plan.scenes],
-            "model": {**model.provenance(), "digest": package_digest(model)},
+            "model": {**model.provenance(), "digest": package_digest(model), "threshold": model.threshold},
         },
         "versions": versions(),
     }

@@ -229,7 +229,7 @@ def run_unit(task: UnitTask, predictor: Optional[Predictor] = None) -> UnitResul
 
     def flush() -> None:
         t = time.perf_counter()
-        out = infer(predictor, model, batch, task.grid)  # type: ignore[arg-type]
+        out = infer(predictor, model, batch, task.grid)
         timings["infer_s"] = timings.get("infer_s", 0.0) + time.perf_counter() - t
         chips.extend(out.chips)
         detections.extend(out.detections)

@@ -31,6 +31,7 @@ def write_world(folder: Path, *, size_px: int = 1024) -> Tuple[Path, List[Path]]
     scenes = []
     for i, day in enumerate(DATES):
         scenes.append(write_scene(folder / ("s_%s.tif" % day), size=(size_px, size_px), seed=i,
+                                  date="%s-%s-%s" % (day[:4], day[4:6], day[6:]),
                                   cloud_box=(0, 256, size_px - 256, size_px) if i == 1 else None))
     geoms = [
         box(X0 + 10, Y1 - 1000, X0 + 1000, Y1 - 10),  # a: 2 × 2 chips
@@ -53,3 +54,16 @@ def records(gpkg: Path):
     finally:
         conn.close()
     return chips, dets
+
+
+def corrupt_tile(path: Path, col: int, row: int) -> None:
+    """Overwrite the inside of one internal tile with garbage: DEFLATE then fails on that tile only."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(path) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_%d_%d" % (col, row), "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_%d_%d" % (col, row), "TIFF", bidx=1))
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 16)
+        fh.write(np.random.default_rng(0).integers(0, 256, size - 32, dtype=np.uint8).tobytes())

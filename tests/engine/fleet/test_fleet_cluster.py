@@ -81,6 +81,8 @@ def test_fleet_output_equals_a_sequential_run(tmp_path, model, client):
     out = aggregate(tmp_path / "run.ledger", tmp_path / "fleet.gpkg")
     assert out.status == "ok" and out.chips == planned.chips
     assert_same(tmp_path / "fleet.gpkg", ref)
+    # Three dates: the timeline stage ran once per AOI on the merged file.
+    assert [t["aoi_id"] for t in out.timelines] == ["a", "b", "c", "site"]
     # The merged file is a run output: the same run id a sequential run of these inputs has.
     conn = sqlite3.connect(str(tmp_path / "fleet.gpkg"))
     try:

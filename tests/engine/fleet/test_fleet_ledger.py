@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleet_world import records, with_threshold, write_world
+from fleet_world import corrupt_tile, records, with_threshold, write_world
 
 from groundbreak.errors import CorruptFileError, UsageError
 from groundbreak.fleet import (
@@ -130,8 +130,6 @@ def test_one_runner_per_ledger_and_no_merge_of_an_unfinished_run(tmp_path, world
 
 
 def test_retry_redoes_failed_chips_and_their_new_records_replace_the_old(tmp_path, world, model):
-    from test_pipeline import corrupt_tile
-
     aoi, scenes = world
     original = scenes[0].read_bytes()
     corrupt_tile(scenes[0], 1, 1)

@@ -1,23 +1,26 @@
-"""Runs inside the real QGIS desktop (``qgis --code drive_qgis.py``): drives the installed plugin
-through a detection on demo data, takes screenshots mid-run and finished, reviews and exports.
+"""Runs inside the real QGIS desktop (``qgis --code drive_qgis.py``): drives the installed plugin through
+the analyst's first hour on demo data and takes a screenshot of each state of the dock.
 
-Config comes from the JSON file named by GB_DESKTOP_CONFIG; the outcome is written to
-``config["result"]`` and QGIS exits with 0 on success.
+States: engine checked, a set-up in progress, a failed set-up (the old engine kept), scenes with a
+folder's sidecar masks skipped and a wrong scene flagged, a plan refused with every problem, a plan,
+mid-run, finished, the "output exists" dialog, a resumed run, review. Config comes from the JSON file
+named by GB_DESKTOP_CONFIG; the outcome is written to ``config["result"]`` and QGIS exits 0 on success.
 """
 
 import json
 import os
 import subprocess
+import sys
 import time
 import traceback
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt, QTimer
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 from qgis.utils import iface, plugins
 
 CFG = json.load(open(os.environ["GB_DESKTOP_CONFIG"]))
-OUT = {"ok": False, "log": [], "shots": {}}
+OUT = {"ok": False, "log": [], "shots": {}, "checks": {}}
 STATE = {"mid": False, "finished": False, "t0": time.time()}
 
 
@@ -25,6 +28,11 @@ def note(text):
     OUT["log"].append("%.1fs %s" % (time.time() - STATE["t0"], text))
     with open(CFG["result"], "w") as fh:
         json.dump(OUT, fh, indent=1)
+
+
+def check(name, value):
+    OUT["checks"][name] = value
+    note("check %s = %s" % (name, value))
 
 
 def finish(ok, why=""):
@@ -46,10 +54,12 @@ def guarded(fn):
     return wrapper
 
 
-def shot(name, then=None):
-    """Screenshot of the whole X screen once the canvas has finished rendering."""
-    canvas = iface.mapCanvas()
+def dock():
+    return plugins["groundbreak"].dock
 
+
+def shot(name, then=None, delay_ms=400):
+    """Screenshot of the whole X screen once the canvas has rendered and the widgets have painted."""
     def grab():
         QApplication.processEvents()
         path = os.path.join(CFG["shots_dir"], "desktop-%s.png" % name)
@@ -61,23 +71,13 @@ def shot(name, then=None):
         OUT["shots"][name] = path
         note("screenshot %s" % path)
         if then is not None:
-            then()
+            QTimer.singleShot(10, guarded(then))
 
-    def rendered():
-        try:
-            canvas.mapCanvasRefreshed.disconnect(rendered)
-        except TypeError:
-            pass
-        QTimer.singleShot(200, guarded(grab))
-
-    canvas.mapCanvasRefreshed.connect(rendered)
-    canvas.refresh()
+    QTimer.singleShot(delay_ms, guarded(grab))
 
 
 def zoom_to_aoi():
     canvas = iface.mapCanvas()
-    # QGIS may switch a fresh project to the CRS of a layer added later (the AOI is EPSG:4326);
-    # show the scenes' own UTM grid so chips are square on the screenshots.
     scene_crs = QgsProject.instance().mapLayersByName(os.path.basename(CFG["scenes"][0]))[0].crs()
     QgsProject.instance().setCrs(scene_crs)
     canvas.setDestinationCrs(scene_crs)
@@ -85,90 +85,259 @@ def zoom_to_aoi():
     extent = canvas.mapSettings().layerExtentToOutputExtent(aoi, aoi.extent())
     extent.scale(1.15)
     canvas.setExtent(extent)
+    canvas.refresh()
 
 
+def once(signal, slot):
+    """Connects ``slot`` for one emission of ``signal``."""
+    def handler(*args):
+        try:
+            signal.disconnect(handler)
+        except TypeError:
+            pass
+        guarded(slot)(*args)
+    signal.connect(handler)
+
+
+# ---------------------------------------------------------------- the states, in order
 @guarded
 def start():
     plugin = plugins.get("groundbreak")
     note("plugins loaded: %s" % sorted(plugins))
     if plugin is None or plugin.dock is None:
         return finish(False, "the groundbreak plugin is not loaded")
-    dock = plugin.dock
     window = iface.mainWindow()
-    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager to maximise it
-    dock.show()
-    dock.raise_()
-    window.resizeDocks([dock], [560], Qt.Horizontal)
-    for path in CFG["scenes"][:1]:
-        layer = QgsRasterLayer(path, os.path.basename(path))
-        QgsProject.instance().addMapLayer(layer)
+    width, height = CFG["screen"]
+    window.setGeometry(0, 0, width, height)  # Xvfb has no window manager to maximise it
+    d = plugin.dock
+    d.show()
+    d.raise_()
+    window.resizeDocks([d], [CFG.get("dock_width", 400)], Qt.Horizontal)
+    layer = QgsRasterLayer(CFG["scenes"][0], os.path.basename(CFG["scenes"][0]))
+    QgsProject.instance().addMapLayer(layer)
     aoi = QgsVectorLayer(CFG["aoi"], "AOI", "ogr")
     QgsProject.instance().addMapLayer(aoi)
     aoi.renderer().symbol().setOpacity(0.0)  # the dock draws the AOI outline itself
-    dock.aoi_layer_combo.setLayer(aoi)
-    dock.use_aoi_layer()
-    note("AOI: %s" % dock.aoi_label.text())
-    dock.output_edit.setText(CFG["out"])
+    d.aoi_layer_combo.setLayer(aoi)
+    d.use_aoi_layer()
+    d.output_edit.setText(CFG["out"])
     if CFG.get("model"):
-        dock.model_edit.setText(CFG["model"])
-    dock.add_scenes(CFG["scenes"])
-    canvas = iface.mapCanvas()
+        d.model_edit.setText(CFG["model"])
     zoom_to_aoi()
-    note("project CRS %s, canvas CRS %s" % (QgsProject.instance().crs().authid(),
-                                            canvas.mapSettings().destinationCrs().authid()))
-    dock.model_finished.connect(lambda: note("model: %s" % dock.model_label.text()))
-    dock.load_model()
-    dock.plan_finished.connect(guarded(on_plan))
-    dock.plan()
+    once(d.engine_checked, engine_checked)
+    d.refresh_engine()
 
 
 @guarded
-def on_plan(result):
-    dock = plugins["groundbreak"].dock
-    OUT["plan"] = dock.plan_label.text()
-    note("plan: %s" % OUT["plan"])
+def engine_checked(status):
+    d = dock()
+    check("engine_label", d.engine_label.text())
+    check("dock_height", d.height())
+    check("dock_scrolls", d.widget().verticalScrollBar().isVisible())
+    shot("1-engine-ready", setup_start)
+
+
+@guarded
+def setup_start():
+    if not CFG.get("setup"):
+        return scenes_start()
+    sys.path.insert(0, CFG["tests_dir"])
+    import tiny_wheel
+
+    from groundbreak.setup_engine import SetupPlan
+
+    plugin = plugins["groundbreak"]
+    STATE["old_interpreter"] = plugin.dock.interpreter()
+    from pathlib import Path
+
+    wheel = tiny_wheel.build(Path(CFG["work"]) / "wheel")
+    # a failed set-up first (a wheel that does not exist): the dialog says what failed, the engine stays
+    plan = SetupPlan(base_python="/usr/bin/python3", venv_dir=os.path.join(CFG["work"], "engines", "engine-bad"),
+                     source=os.path.join(CFG["work"], "groundbreak-9.9.9-py3-none-any.whl"),
+                     extra_index=CFG["refused_index"], packages=())
+    STATE["good_plan"] = SetupPlan(base_python="/usr/bin/python3",
+                                   venv_dir=os.path.join(CFG["work"], "engines", "engine-good"), source=str(wheel),
+                                   extra_index=CFG["refused_index"], packages=())
+    plugin.setup_engine(plan)
+    plugin.setup.step_started.connect(guarded(lambda i, n, title: shot("2-setup-running") if i == 2 else None))
+    once(plugin.setup.finished, setup_failed)
+
+
+@guarded
+def setup_failed(ok, message):
+    plugin = plugins["groundbreak"]
+    check("failed_setup_message", message)
+    check("failed_setup_kept_engine", plugin.dock.interpreter() == STATE["old_interpreter"])
+    plugin.setup_dialog.log_button.click()
+    shot("3-setup-failed", close_failed_dialog)
+
+
+@guarded
+def close_failed_dialog():
+    plugins["groundbreak"].setup_dialog.accept()
+    scenes_start()
+
+
+@guarded
+def scenes_start():
+    d = dock()
+    d.tabs.setCurrentIndex(0)
+    once(d.info_finished, scenes_folder_done)
+    d.add_folder(os.path.dirname(CFG["scenes"][0]))
+
+
+@guarded
+def scenes_folder_done():
+    d = dock()
+    check("scene_rows", [d.scene_list.item(i).text() for i in range(d.scene_list.count())])
+    check("skipped", d.skipped_label.text())
+    once(d.info_finished, scenes_bad_done)
+    d.add_scenes([CFG["bad_scene"]])
+
+
+@guarded
+def scenes_bad_done():
+    d = dock()
+    check("bad_scene_rows", [d.scene_list.item(i).text() for i in range(d.scene_list.count())])
+    check("bad_scene_message", d.message_view.toPlainText())
+    check("dock_scrolls_with_problems", d.widget().verticalScrollBar().isVisible())
+    shot("4-scenes-checked", plan_refused)
+
+
+@guarded
+def plan_refused():
+    d = dock()
+    once(d.plan_finished, plan_refused_done)
+    d.plan()
+
+
+@guarded
+def plan_refused_done(result):
+    d = dock()
+    check("plan_refused", result is None)
+    check("plan_problems", d.message_view.toPlainText())
+    shot("5-plan-problems", plan_ok)
+
+
+@guarded
+def plan_ok():
+    d = dock()
+    bad = [i for i in range(d.scene_list.count()) if os.path.basename(CFG["bad_scene"]) in d.scene_list.item(i).text()]
+    d.scene_list.clearSelection()
+    for i in bad:
+        d.scene_list.item(i).setSelected(True)
+    d.remove_selected_scenes()
+    once(d.plan_finished, plan_ok_done)
+    d.plan()
+
+
+@guarded
+def plan_ok_done(result):
+    d = dock()
+    OUT["plan"] = d.plan_label.text()
+    check("plan_ok", result is not None)
     if result is None:
-        return finish(False, "plan failed")
-    dock.run_finished.connect(guarded(on_finished))
-    dock.run()
-    dock.engine.received.connect(guarded(on_event))
+        return finish(False, "plan failed: %s" % d.message_view.toPlainText())
+    check("dock_scrolls_after_plan", d.widget().verticalScrollBar().isVisible())
+    shot("6-plan", run_start)
+
+
+@guarded
+def run_start():
+    d = dock()
+    once(d.run_finished, run_done)
+    d.run()
+    d.engine.received.connect(guarded(on_event))
 
 
 @guarded
 def on_event(event):
-    dock = plugins["groundbreak"].dock
-    if event.type == "features" and not STATE["mid"] and dock.live.count > 0:
+    d = dock()
+    if event.type == "features" and not STATE["mid"] and d.live.count > 0:
         STATE["mid"] = True
-        OUT["mid_run"] = {"live_features": dock.live.count, "engine_running": dock.engine.running,
-                          "stage": dock.stage_label.text(), "progress": dock.progress.value()}
+        OUT["mid_run"] = {"live_features": d.live.count, "engine_running": d.engine.running,
+                          "stage": d.stage_label.text(), "progress": d.progress.value()}
         note("mid-run: %s" % OUT["mid_run"])
-        dock.widget().ensureWidgetVisible(dock.counts_label)
         zoom_to_aoi()
-        shot("midrun")
+        shot("7-running", delay_ms=100)
 
 
 @guarded
-def on_finished(status):
-    dock = plugins["groundbreak"].dock
+def run_done(status):
+    d = dock()
     OUT["status"] = status
-    note("run finished: %s; %s" % (status, dock.stage_label.text()))
-    layer = dock.live.output_layer
+    note("run finished: %s; %s" % (status, d.stage_label.text()))
+    layer = d.live.output_layer
     if status not in ("ok", "partial") or layer is None:
-        return finish(False, "run ended with %s" % status)
+        return finish(False, "run ended with %s: %s" % (status, d.message_view.toPlainText()))
     OUT["detections"] = layer.featureCount()
-    dock.start_review(layer)
+    check("dock_scrolls_after_run", d.widget().verticalScrollBar().isVisible())
+    zoom_to_aoi()
+    shot("8-finished", resume_start)
+
+
+@guarded
+def resume_start():
+    d = dock()
+
+    def answer():
+        box = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+        if not box:
+            return QTimer.singleShot(200, guarded(answer))
+        OUT["resume_dialog"] = box[0].text()
+
+        def press():
+            resume = [b for b in box[0].buttons() if b.text().replace("&", "") == "Resume"]
+            resume[0].click()
+        shot("9-output-exists", press, delay_ms=300)
+
+    QTimer.singleShot(300, guarded(answer))
+    once(d.run_finished, resumed_done)
+    QTimer.singleShot(0, guarded(d.run))  # run() shows the dialog modally
+
+
+@guarded
+def resumed_done(status):
+    d = dock()
+    check("resumed_status", status)
+    check("resumed_summary", d.stage_label.text())
+    check("resumed_counts", d.counts_label.text())
+    shot("10-resumed", review_start)
+
+
+@guarded
+def review_start():
+    d = dock()
+    layer = d.live.output_layer
+    d.start_review(layer)
     marks = []
     for value in ("confirmed", "rejected", "confirmed"):
-        if dock.review is not None and len(dock.review):
-            dock.review_mark(value)
+        if d.review is not None and len(d.review):
+            d.review_mark(value)
             marks.append(value)
-    OUT["review"] = dock.review_label.text()
-    dock.widget().ensureWidgetVisible(dock.export_button)
+    OUT["review"] = d.review_label.text()
     if marks:
-        OUT["labels_exported"] = dock.export(CFG["labels"])
+        OUT["labels_exported"] = d.export(CFG["labels"])
     note("review: %s; exported %s" % (OUT["review"], OUT.get("labels_exported")))
     zoom_to_aoi()
-    shot("finished", lambda: finish(STATE["mid"] and OUT["detections"] > 0, "done"))
+    shot("11-review", setup_good)
+
+
+@guarded
+def setup_good():
+    if not CFG.get("setup"):
+        return finish(STATE["mid"] and OUT["detections"] > 0, "done")
+    plugin = plugins["groundbreak"]
+    plugin.setup_engine(STATE["good_plan"])
+    once(plugin.setup.finished, setup_good_done)
+
+
+@guarded
+def setup_good_done(ok, message):
+    plugin = plugins["groundbreak"]
+    check("good_setup", [ok, message])
+    once(plugin.dock.engine_checked, lambda status: shot("12-setup-done", lambda: finish(
+        STATE["mid"] and OUT["detections"] > 0 and ok, "done")))
 
 
 QTimer.singleShot(int(CFG.get("timeout_s", 300) * 1000), lambda: finish(False, "timed out"))

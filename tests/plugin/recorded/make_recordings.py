@@ -85,12 +85,13 @@ def run_ok() -> None:
     w("stage", stage="screen", message="screening masks")
     w("progress", stage="screen", done=16, total=16, counts=counts(dropped_nodata=2, dropped_cloud=1))
     w("stage", stage="infer", message="inference on 13 chips")
-    w("warning", code="gsd_mismatch", message="scene GSD 5.0 m differs from the model's 2.0 m", hint="results are approximate")
+    w("warning", code="gsd_mismatch", message="scene GSD 5.0 m differs from the model's 2.0 m",
+      hint="results are approximate")
     batches = [[(0, 0, DATES[0], 0.91), (1, 0, DATES[0], 0.62)], [(2, 1, DATES[0], 0.55)],
                [(0, 0, DATES[1], 0.97), (3, 2, DATES[1], 0.71), (1, 3, DATES[1], 0.83)]]
     done = 0
     found = 0
-    for i, batch in enumerate(batches):
+    for batch in batches:
         done = min(13, done + 5)
         found += len(batch)
         w("features", crs=CRS, features=[feature(*f) for f in batch])
@@ -137,22 +138,65 @@ def plan() -> None:
     w.save("plan.jsonl")
 
 
+def plan_problems() -> None:
+    """A plan refused with every problem at once, bands first (engine contract: error.problems)."""
+    w = Writer()
+    hello(w, "plan")
+    w("stage", stage="plan", message="checking inputs")
+    problems = [
+        {"code": "band_mismatch", "scene_id": "rgb300_20200101", "path": "/data/rgb300_20200101.tif",
+         "message": "scene rgb300_20200101 has bands [red, green, blue] but the model needs [red, green, blue, nir]",
+         "hint": "use 4-band R,G,B,NIR imagery or pass --band-order"},
+        {"code": "resolution_mismatch", "scene_id": "rgb300_20200101", "path": "/data/rgb300_20200101.tif",
+         "message": "scene rgb300_20200101 has 300 m pixels but model expects 2.00 m imagery (used as it is only "
+                    "between 1.00 and 4.00 m, half to twice its ground sample distance)",
+         "hint": "use imagery near 2.00 m, or pass --allow-resample to resample it onto the 2.00 m chip grid anyway"},
+        {"code": "aoi_outside", "scene_id": "b_20150926", "path": "/data/b_20150926.tif",
+         "message": "scene b_20150926 does not overlap any AOI", "hint": "check the AOI or drop the scene"},
+    ]
+    w("error", code="scenes_unusable", retryable=False, problems=problems,
+      message="3 problem(s) with 2 scene(s):\n" + "\n".join("  - " + p["message"] for p in problems),
+      hint="; ".join(p["hint"] for p in problems))
+    w("done", status="failed", exit_code=1)
+    w.save("plan_problems.jsonl")
+
+
+def run_resumed() -> None:
+    """A run into an existing output of the same run: 10 chips already done, 3 new."""
+    w = Writer()
+    hello(w, "run")
+    w("stage", stage="plan", message="16 chips over 1 AOI x 2 scenes")
+    w("stage", stage="infer", message="resuming: 10 chip(s) already done, 3 to go")
+    w("progress", stage="infer", done=0, total=3, counts=counts(resumed=10, dropped_nodata=2, dropped_cloud=1))
+    w("features", crs=CRS, features=[feature(1, 3, DATES[1], 0.83)])
+    w("progress", stage="infer", done=3, total=3,
+      counts=counts(resumed=10, dropped_nodata=2, dropped_cloud=1, inferred=3, detections=1))
+    s = stats(13, 6, 1.5)  # like the engine: inferred chips and detections of the whole output
+    s["chips_resumed"], s["chips_processed"] = 10, 3
+    w("result", outputs={"gpkg": "OUT.gpkg"}, stats=s, cost=cost(1.5))
+    w("done", status="ok", exit_code=0)
+    w.save("run_resumed.jsonl")
+
+
 def garbage() -> None:
     w = Writer()
     hello(w, "run")
     w.lines.append("this is not json")
     w.lines.append("[1, 2, 3]")
     w.lines.append(json.dumps({"v": 1, "type": "progress", "done": 1}))  # no seq, no fields
-    w.lines.append(json.dumps({"v": 1, "type": "progress", "seq": 2, "stage": "infer", "done": -1, "total": 3, "counts": {}}))
+    w.lines.append(json.dumps({"v": 1, "type": "progress", "seq": 2, "stage": "infer", "done": -1, "total": 3,
+                               "counts": {}}))
     w.lines.append(json.dumps({"v": 1, "type": "heartbeat", "seq": 2, "t": 1.5}))  # unknown type: tolerated
     w.seq = 3
     w.lines.append("")
     w.lines.append("\x00\x01 binary noise \x7f")
-    w("features", crs=CRS, features=[feature(0, 0, DATES[0], 0.9), {"type": "Feature", "geometry": None, "properties": {}}])
+    w("features", crs=CRS,
+      features=[feature(0, 0, DATES[0], 0.9), {"type": "Feature", "geometry": None, "properties": {}}])
     w.lines.append(json.dumps({"v": 99, "type": "done", "seq": 5, "status": "ok", "exit_code": 0}))
     w.seq = 5
     # The stream is cut mid-line: no done event, and a half-written features batch.
-    w.save("garbage_truncated.jsonl", tail='{"v":1,"type":"features","seq":5,"crs":"EPSG:32614","features":[{"type":"Fea')
+    w.save("garbage_truncated.jsonl",
+           tail='{"v":1,"type":"features","seq":5,"crs":"EPSG:32614","features":[{"type":"Fea')
 
 
 if __name__ == "__main__":
@@ -160,4 +204,6 @@ if __name__ == "__main__":
     run_error()
     run_cancelled()
     plan()
+    plan_problems()
+    run_resumed()
     garbage()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.aoi import read_aois
@@ -22,8 +23,6 @@ from groundbreak.plan import make_plan
 from groundbreak.protocol import encode, parse_line
 from groundbreak.reporter import CancelToken, Reporter
 from groundbreak.scene import discover_scenes
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 C0, R1 = int(X0 // 512), int(Y1 // 512)
@@ -206,7 +205,8 @@ def test_cancel_keeps_what_was_written_and_a_rerun_completes(tmp_path, model):
     assert result2.stats.chips_resumed == len(partial)
     assert result2.stats.chips_processed == 12 - len(partial)
     assert [r[:6] for r in chips_of(tmp_path / "out.gpkg")] == [r[:6] for r in full]
-    assert [d[:4] for d in detections_of(tmp_path / "out.gpkg")] == [d[:4] for d in detections_of(tmp_path / "full.gpkg")]
+    resumed_dets = [d[:4] for d in detections_of(tmp_path / "out.gpkg")]
+    assert resumed_dets == [d[:4] for d in detections_of(tmp_path / "full.gpkg")]
     conn = sqlite3.connect(str(tmp_path / "out.gpkg"))
     assert [r[0] for r in conn.execute("SELECT status FROM runs ORDER BY attempt")] == ["cancelled", "ok"]
     conn.close()
