@@ -86,9 +86,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, evaluate, info, model, plan, run, timeline, train
+    from . import demo, evaluate, fleet, info, model, plan, run, timeline, train
 
-    for module in (demo, info, plan, run, model, train, evaluate, timeline):
+    for module in (demo, info, plan, run, model, train, evaluate, timeline, fleet):
         cli.add_command(module.command)
 
 
