@@ -379,10 +379,10 @@ def _progress_line(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
             event.get("chips_per_s") or "-", _duration(event.get("eta_s")), _usd(event.get("cost_usd")))
         click.echo(line, nl=False, err=True)
 
-    previous = reporter._listener
-    reporter._listener = listen
+    previous = reporter.listener
+    reporter.listener = listen
     try:
         yield
     finally:
-        reporter._listener = previous
+        reporter.listener = previous
         click.echo("", err=True)

@@ -60,13 +60,35 @@ class ModelRef:
         return cls(root=str(model.root), sha256=model.sha256, digest=package_digest(model))
 
     def load(self) -> ModelPackage:
+        """The package, hash-checked once per process while its files are unchanged (a worker runs many
+        units: re-hashing large weights for each would cost more than some units)."""
+        stamp = _files_stamp(Path(self.root))
+        key = (self.root, self.sha256, self.digest)
+        with _models_lock:
+            cached = _models.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
         model = load_model_package(self.root)
         if model.sha256 != self.sha256 or package_digest(model) != self.digest:
             raise ModelError(
                 "the model package at %s is not the one this run was planned with (its files changed)" % self.root,
                 hint="give every worker the same package (same model.json and weights), or plan the run again",
             )
+        with _models_lock:
+            _models[key] = (stamp, model)
         return model
+
+
+_models: Dict[Tuple[str, str, str], Tuple[Tuple[Tuple[str, int, int], ...], ModelPackage]] = {}
+_models_lock = threading.Lock()
+
+
+def _files_stamp(root: Path) -> Tuple[Tuple[str, int, int], ...]:
+    """(name, size, mtime) of every file of a package folder: any change means hashing again."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file()))
+    except OSError:
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
