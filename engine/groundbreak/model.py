@@ -45,7 +45,9 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from groundbreak.cache import is_safe_name
 from groundbreak.errors import BandMismatchError, ModelError, UsageError
+from groundbreak.names import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,45 @@ DIM_ORDER = ("batch", "channel", "height", "width")
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeValidation:
+    """What the package records about one inference runtime, measured on labelled chips.
+
+    ``passed`` is the verdict the engine acts on: a runtime whose record failed is refused (unless
+    forced) and never chosen by ``auto``. The figures say why: chip F1 on ``data`` (``chips`` chips)
+    against ``reference_f1`` of ``reference_runtime`` on the same chips, and the score changes.
+    """
+
+    runtime: str
+    passed: bool
+    f1: Optional[float] = None
+    reference_f1: Optional[float] = None
+    reference_runtime: str = "eager"
+    data: str = ""
+    chips: int = 0
+    max_abs_dscore: Optional[float] = None
+    mean_abs_dscore: Optional[float] = None
+    max_f1_drop: Optional[float] = None  # the pass criterion: f1 >= reference_f1 - max_f1_drop
+    seen_in_training: Optional[bool] = None
+    artifact: str = ""  # the package artifact the figures were measured with ("" none)
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for errors and logs, e.g. "F1 0.000 against 0.966 (eager) on demo world 7 (491 chips)"."""
+        parts = []
+        if self.f1 is not None:
+            ref = "" if self.reference_f1 is None else f" against {self.reference_f1:.3f} ({self.reference_runtime})"
+            parts.append(f"F1 {self.f1:.3f}{ref}")
+        if self.max_abs_dscore is not None:
+            parts.append(f"max |dscore| {self.max_abs_dscore:.3f}")
+        text = ", ".join(parts) or ("passed" if self.passed else "failed")
+        if self.data:
+            text += f" on {self.data}"
+        if self.chips:
+            text += f" ({self.chips} chips)"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
 class ModelPackage:
     root: Path
     model_id: str  # e.g. "groundbreak-demo-resnet18h-4b"
@@ -94,6 +135,8 @@ class ModelPackage:
     card_summary: str = ""
     runtime: str = "auto"
     framework_version: str = ""  # torch version the weights were written with ("" unknown)
+    #: runtime name -> its recorded validation (``groundbreak:runtime_validation``).
+    runtime_validation: Mapping[str, RuntimeValidation] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -294,6 +337,13 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         top = _Fields(doc, "", meta_path)
 
     model_id = top.get("mlm:name", str)
+    if not is_safe_name(model_id):
+        # The name reaches cache and output file names: it must not be able to point elsewhere.
+        raise top.fail(
+            "mlm:name",
+            f"must be 1-64 letters, digits, '.', '-' or '_' starting with a letter or digit, got {_short(model_id)}",
+            hint="rename the model in model.json (e.g. 'my-model-v2')",
+        )
     architecture = top.get("mlm:architecture", str)
     framework = top.get("mlm:framework", str)
     if framework.lower() != "pytorch":
@@ -402,6 +452,7 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
             "(or rewrite model.json with groundbreak.modelpack if the change is intended)",
         )
 
+    validation = _parse_runtime_validation(top)
     card_summary = _card_summary(root / CARD_FILE)
     return ModelPackage(
         root=root,
@@ -425,6 +476,7 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         card_summary=card_summary,
         runtime=runtime,
         framework_version=framework_version,
+        runtime_validation=validation,
         metadata=doc,
     )
 
@@ -511,6 +563,33 @@ def _parse_dtype_scaling(top: _Fields) -> Mapping[str, Tuple[float, float]]:
             raise entry.fail("scale", f"must be > 0, got {scale}")
         scaling[dtype] = (offset, scale)
     return scaling
+
+
+_VALIDATION_NUMBERS = ("f1", "reference_f1", "max_abs_dscore", "mean_abs_dscore", "max_f1_drop")
+_VALIDATION_TEXT = ("reference_runtime", "data", "artifact", "note")
+
+
+def _parse_runtime_validation(top: _Fields) -> Mapping[str, RuntimeValidation]:
+    raw = top.get("groundbreak:runtime_validation", dict, default={}, what="an object {runtime: record}")
+    out = {}
+    for runtime, obj in raw.items():
+        where = f"groundbreak:runtime_validation.{runtime}"
+        if runtime not in RUNTIMES:
+            raise top.fail(where, "names an unknown runtime", hint=f"runtimes: {', '.join(RUNTIMES)}")
+        if not isinstance(obj, dict):
+            raise top.fail(where, "must be an object {passed, f1, reference_f1, data, chips, ...}")
+        rec = top.child(where, obj)
+        kwargs: dict[str, Any] = {"passed": rec.get("passed", bool, what="true or false")}
+        for key in _VALIDATION_NUMBERS:
+            if obj.get(key) is not None:
+                kwargs[key] = rec.number(key)
+        for key in _VALIDATION_TEXT:
+            kwargs[key] = rec.get(key, str, default="")
+        kwargs["reference_runtime"] = kwargs["reference_runtime"] or "eager"
+        kwargs["chips"] = rec.get("chips", int, default=0, what="an integer")
+        seen = rec.get("seen_in_training", bool, default=None, what="true or false")
+        out[runtime] = RuntimeValidation(runtime=runtime, seen_in_training=seen, **kwargs)
+    return out
 
 
 def _inside(root: Path, name: str, fields: _Fields) -> Path:
