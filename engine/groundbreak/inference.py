@@ -14,24 +14,32 @@ Runtimes (``RUNTIMES``), all fp32 unless the name says otherwise:
 - ``openvino-int8``: post-training static int8 quantisation with NNCF, calibrated on
   ``calibration_size`` chips; the quantised IR is cached per weights hash under the cache directory.
 
-``auto`` (without real calibration chips: float runtimes only, see ``Predictor``) tries ``AUTO_ORDER`` (fastest first, as measured by ``bench/bench_model.py`` on a 2-core
+``auto`` tries ``AUTO_ORDER`` (fastest first, as measured by ``bench/bench_model.py`` on a 2-core
 AVX-512 machine) and keeps the first runtime that is installed, builds, and whose outputs on a check
-batch stay within ``tolerance`` (max |Δscore|, default 0.02) of eager fp32. Cell-map differences are
+batch stay within ``tolerance`` (max |Δscore|, default 0.02) of eager fp32. An int8 runtime is a
+candidate only when the package records that it passed validation on labelled chips
+(``groundbreak:runtime_validation``): the parity check runs on synthetic chips, which int8 can pass
+while losing the model's recall on real imagery (the default model's int8 F1 fell from 0.97 to 0).
+A runtime whose record says it failed is refused, even by name, unless ``force=True``. Cell-map differences are
 measured and reported (``Predictor.parity``) but do not decide: the map is a coarse display aid and a
 max over thousands of cells is dominated by the one cell nearest a decision boundary.
 
 Random (untrained) weights are unusually sensitive to int8 rounding (max |Δscore| 0.014-0.1 here,
 depending on width and chip size), so ``auto`` keeps some of them on fp32 OpenVINO; trained weights
 go through the same check. The int8 runtimes keep the two small heads in fp32. The choice is
-cached (per weights hash, library versions, candidates and tolerance) under the cache directory
-(``$GROUNDBREAK_CACHE``, else ``~/.cache/groundbreak``), so only the first process pays for the search.
+cached (per weights hash, library versions, candidates and tolerance) in the engine's cache folder
+(``groundbreak.cache``; entry names are hashes), so only the first process pays for the search.
+
+``batch_size`` is the forward pass: ``predict`` runs the runtime on at most that many chips at a time
+(``InferenceTiming.forward_batch`` and ``forward_passes`` report what ran).
 
 Calibration and the parity check use synthetic chips (``synthetic_inputs``: smooth fields with
 bright rectangles, already normalised) unless real preprocessed chips are passed as
 ``calibration``: int8 ranges taken from real imagery are better, and the cache key covers them.
 
-OpenVINO pins its threads to cores by default, which halves throughput when two single-thread
-processes land on the same core; pinning is enabled here only when the predictor owns every core.
+OpenVINO settings that could change results are set explicitly and int8 models are stored as
+hash-checked IR entries that every process, the calibrating one included, compiles from disk: see
+``groundbreak.openvino_runtime``.
 """
 
 from __future__ import annotations
@@ -48,18 +56,21 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from groundbreak import cache as gbcache
+from groundbreak import openvino_runtime as ovr
 from groundbreak.errors import DependencyError, UsageError
-from groundbreak.model import ModelPackage
+from groundbreak.model import ModelPackage, RuntimeValidation
+from groundbreak.names import AUTO, RUNTIMES, is_int8
 from groundbreak.network import ChipNet, build_network, load_weights
+from groundbreak.openvino_runtime import Engine
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "torchscript", "torch-int8", "openvino", "openvino-bf16", "openvino-int8")
 # Fastest first, from bench/bench_model.py (resnet18-w32, 2 threads, 3 runs on a loaded machine):
 # OpenVINO int8 135-214 chips/s, OpenVINO fp32 28-81, torch int8 35-68, OpenVINO bf16 19-51,
 # TorchScript 13-22, eager 13-29 (batch 32). OpenVINO fp32 is exact and needs no calibration, so
@@ -71,7 +82,7 @@ DEFAULT_TOLERANCE = 0.02
 HEAD_PATTERNS = [r".*cell_head.*", r".*chip_head.*"]
 
 _PIP = {
-    "openvino": "pip install 'openvino>=2024.0'",
+    "openvino": ovr.PIP,
     "nncf": "pip install 'nncf>=2.10'",
 }
 
@@ -95,13 +106,18 @@ class InferenceTiming:
     model_seconds: float  # inside the runtime only
     preprocess_seconds: float  # dtype scaling + normalisation
     setup_seconds: float  # building the runtime (conversion, calibration, parity check)
+    forward_batch: int = 0  # the most chips one forward pass may take (the predictor's batch_size)
+    forward_passes: int = 0  # forward passes run
+    largest_forward: int = 0  # the most chips one pass actually took
 
     @property
     def chips_per_second(self) -> float:
         return self.chips / self.model_seconds if self.model_seconds > 0 else 0.0
 
-
-Engine = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+    @property
+    def chips_per_forward(self) -> float:
+        """Mean chips per forward pass (the batch the runtime really saw)."""
+        return self.chips / self.forward_passes if self.forward_passes else 0.0
 
 
 def set_threads(threads: int) -> None:
@@ -143,12 +159,25 @@ def synthetic_inputs(n: int, channels: int, size: int, *, seed: int = 0) -> np.n
     return out
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("GROUNDBREAK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "groundbreak"
+def refusal(package: ModelPackage, runtime: str) -> Optional[RuntimeValidation]:
+    """The package's failed validation record for ``runtime``, or None when it may run."""
+    record = package.runtime_validation.get(runtime)
+    return record if record is not None and not record.passed else None
+
+
+def validated(package: ModelPackage, runtime: str) -> bool:
+    """True when the package records that ``runtime`` passed validation on labelled chips."""
+    record = package.runtime_validation.get(runtime)
+    return record is not None and record.passed
+
+
+def refused_error(package: ModelPackage, runtime: str, record: RuntimeValidation) -> UsageError:
+    return UsageError(
+        f"runtime {runtime!r} failed the validation recorded in model {package.model_id}: {record.describe()}"
+        + (f" ({record.note})" if record.note else ""),
+        hint="use --runtime auto or --runtime openvino, or pass --force-runtime to run it anyway "
+        "(its scores are not trustworthy for this model)",
+    )
 
 
 class Predictor:
@@ -167,31 +196,40 @@ class Predictor:
         cache_dir: "Path | str | None" = None,
         net: Optional[ChipNet] = None,
         candidates: Sequence[str] = AUTO_ORDER,
+        force: bool = False,
     ) -> None:
         """``runtime`` defaults to the package's ``groundbreak:runtime`` (itself "auto").
 
+        ``batch_size``: chips per forward pass (larger batches are split, never merged).
         ``calibration``: optional preprocessed chips (N, C, H, W) float32 for int8 calibration and
         the parity check. ``net``: an already built network (training code, tests); its weights are
         used as they are and the package's weights file is not read. ``candidates``: the runtimes
-        ``auto`` may choose, fastest first (eager is always the last resort).
+        ``auto`` may choose, fastest first (eager is always the last resort). ``force``: run a
+        runtime named explicitly even when the package records that it failed validation.
+        ``cache_dir``: the cache root (default: ``groundbreak.cache``, honouring GROUNDBREAK_CACHE).
         """
         if threads < 1:
             raise UsageError(f"threads must be >= 1, got {threads}")
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-        runtime = runtime or package.runtime or "auto"
-        if runtime != "auto" and runtime not in RUNTIMES:
+        runtime = runtime or package.runtime or AUTO
+        if runtime != AUTO and runtime not in RUNTIMES:
             raise UsageError(
                 f"unknown inference runtime {runtime!r}",
-                hint=f"choose one of: auto, {', '.join(RUNTIMES)}",
+                hint=f"choose one of: {AUTO}, {', '.join(RUNTIMES)}",
             )
+        failed = refusal(package, runtime) if runtime != AUTO else None
+        if failed is not None:
+            if not force:
+                raise refused_error(package, runtime, failed)
+            log.warning("runtime %s is forced although it failed validation: %s", runtime, failed.describe())
         t0 = time.perf_counter()
         self.package = package
         self.threads = threads
         self.batch_size = batch_size
         self.tolerance = tolerance
         self.calibration_size = calibration_size
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_root = Path(cache_dir) if cache_dir is not None else None
         set_threads(threads)
         # Caches are keyed by the weights hash: a caller-supplied network has no such identity.
         self._cacheable = net is None
@@ -205,18 +243,12 @@ class Predictor:
         self.parity: Tuple[float, float] = (0.0, 0.0)
         self.rejected: dict[str, str] = {}  # runtime -> why auto passed it over
         self.auto_cached = False  # True when auto reused a decision cached by an earlier process
-        if calibration is None:
-            # int8 ranges calibrated on synthetic chips do not cover real imagery: the default
-            # model lost all its recall on the demo world that way (scores saturate outside the
-            # calibrated range), while the synthetic parity check still passed. Without real
-            # calibration chips, auto chooses among float runtimes only; int8 stays available
-            # when asked for by name.
-            candidates = tuple(c for c in candidates if not c.endswith("int8"))
-        self._candidates = tuple(c for c in candidates if c != "eager") + ("eager",)
-        bad = [c for c in self._candidates if c not in RUNTIMES]
+        bad = [c for c in candidates if c not in RUNTIMES]
         if bad:
             raise UsageError(f"unknown inference runtime(s) {bad}", hint=f"choose from: {', '.join(RUNTIMES)}")
-        if runtime == "auto":
+        self._candidates: Tuple[str, ...] = ("eager",)
+        if runtime == AUTO:
+            self._candidates = tuple(c for c in candidates if c != "eager" and self._may_auto(c)) + ("eager",)
             self.runtime, self._engine = self._choose()
         else:
             self._engine = self._build(runtime)
@@ -232,8 +264,8 @@ class Predictor:
         self._setup_seconds = time.perf_counter() - t0
         self.reset_timing()
         log.info(
-            "model %s on runtime %s (%d threads, parity %.4f/%.4f, setup %.1f s)",
-            package.model_id, self.runtime, threads, *self.parity, self._setup_seconds,
+            "model %s on runtime %s (%d threads, forward batch %d, parity %.4f/%.4f, setup %.1f s)",
+            package.model_id, self.runtime, threads, batch_size, *self.parity, self._setup_seconds,
         )
 
     # -- public --------------------------------------------------------------------------------------
@@ -256,11 +288,16 @@ class Predictor:
             return Prediction(np.zeros(0, np.float32), np.zeros((0, g, g), np.float32))
         set_threads(self.threads)
         t0 = time.perf_counter()
-        logits, cells = self._run(self._engine, x)
+        logits, cells = self._run(self._engine, x, count=True)
         self._model_seconds += time.perf_counter() - t0
         self._calls += 1
         self._chips += n
         return Prediction(sigmoid(logits), sigmoid(cells))
+
+    @property
+    def forward_batch(self) -> int:
+        """The most chips one forward pass takes (``batch_size``)."""
+        return self.batch_size
 
     @property
     def timing(self) -> InferenceTiming:
@@ -271,24 +308,50 @@ class Predictor:
             model_seconds=self._model_seconds,
             preprocess_seconds=self._preprocess_seconds,
             setup_seconds=self._setup_seconds,
+            forward_batch=self.batch_size,
+            forward_passes=self._passes,
+            largest_forward=self._largest,
         )
 
     def reset_timing(self) -> None:
         self._calls = 0
         self._chips = 0
+        self._passes = 0
+        self._largest = 0
         self._model_seconds = 0.0
         self._preprocess_seconds = 0.0
 
     # -- internals -----------------------------------------------------------------------------------
 
+    def _may_auto(self, runtime: str) -> bool:
+        """Whether ``auto`` may consider ``runtime`` for this package (see the module docs)."""
+        if refusal(self.package, runtime) is not None:
+            self.rejected[runtime] = f"failed validation: {self.package.runtime_validation[runtime].describe()}"
+            return False
+        if is_int8(runtime) and not validated(self.package, runtime):
+            self.rejected[runtime] = "int8 without a passing validation record in the package"
+            return False
+        return True
+
     def _check_shape(self, chips: np.ndarray) -> None:
         self.package.check_chips(chips)
 
-    def _run(self, engine: Engine, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        outs = [engine(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+    def _run(self, engine: Engine, x: np.ndarray, *, count: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        step = self.batch_size
+        outs = [engine(x[i : i + step]) for i in range(0, x.shape[0], step)]
+        if count:
+            self._passes += len(outs)
+            self._largest = max(self._largest, min(step, x.shape[0]))
         if len(outs) == 1:
             return outs[0]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def _cache_entry(self, kind: str, key: str, suffix: str) -> Path:
+        """A cache path named by a hash only (``cache_dir`` overrides the root, as in tests)."""
+        if self.cache_root is None:
+            return gbcache.entry(kind, key, suffix)
+        gbcache.check_safe_name(key, what="cache key", where="the engine")
+        return self.cache_root / kind / (key + suffix)
 
     def _inputs(self, n: int, seed: int) -> np.ndarray:
         if self._calibration is not None:
@@ -330,16 +393,12 @@ class Predictor:
         return name, engine
 
     def _decision_path(self) -> Path:
-        versions = [torch.__version__]
-        for mod in ("openvino", "nncf"):
-            try:
-                versions.append(__import__(mod).__version__)
-            except ImportError:
-                versions.append("-")
+        versions = [torch.__version__, ovr.library_version("openvino"), ovr.library_version("nncf")]
+        validation = sorted((k, v.passed) for k, v in self.package.runtime_validation.items())
         parts = [self.package.sha256, self.package.architecture, *versions, repr(self.tolerance),
-                 ",".join(self._candidates), str(self.calibration_size), self._calibration_digest()]  # fmt: skip
-        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-        return self.cache_dir / "auto" / f"{self.package.model_id}-{key}.json"
+                 ",".join(self._candidates), str(self.calibration_size), self._calibration_digest(),
+                 repr(validation)]  # fmt: skip
+        return self._cache_entry("auto", gbcache.digest(parts), ".json")
 
     def _calibration_digest(self) -> str:
         if self._calibration is None:
@@ -381,7 +440,7 @@ class Predictor:
                     "runtime 'openvino-bf16' needs a CPU with bf16 support (AVX-512 BF16 or AMX)",
                     hint="use runtime 'openvino' (fp32) or 'openvino-int8' on this machine",
                 )
-            return self._openvino(self._ov_model(ov), "bf16" if name == "openvino-bf16" else "f32")
+            return ovr.compile_model(self._ov_model(ov), self.threads, "bf16" if name == "openvino-bf16" else "f32")
         if name == "openvino-int8":
             return self._openvino_int8()
         raise UsageError(f"unknown inference runtime {name!r}", hint=f"choose one of: auto, {', '.join(RUNTIMES)}")
@@ -414,7 +473,7 @@ class Predictor:
             frozen = _freeze(quantised, self._example(), channels_last=False)
         return _torch_engine(frozen, channels_last=False)
 
-    def _ov_model(self, ov):
+    def _ov_model(self, ov: Any) -> Any:
         p = self.package
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -423,43 +482,33 @@ class Predictor:
         model.reshape({model.inputs[0]: ov.PartialShape([-1, len(p.bands), p.chip_size, p.chip_size])})
         return model
 
-    def _openvino(self, model, precision: str) -> Engine:
-        ov = _import("openvino", "openvino")
-        core = ov.Core()
-        config = {
-            "INFERENCE_NUM_THREADS": self.threads,
-            "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "ENABLE_CPU_PINNING": self.threads >= (os.cpu_count() or 1),
-        }
-        compiled = core.compile_model(model, "CPU", config)
-        request = compiled.create_infer_request()
-        out_chip, out_cells = compiled.outputs[0], compiled.outputs[1]
-
-        def run(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-            res = request.infer({0: x})
-            return np.array(res[out_chip], np.float32), np.array(res[out_cells], np.float32)
-
-        return run
-
     def _openvino_int8(self) -> Engine:
+        """NNCF post-training int8 of the converted network, stored as a hash-checked IR entry.
+
+        The calibrating process compiles the stored entry too (not its in-memory result), so every
+        process runs exactly the same model (see ``groundbreak.openvino_runtime``).
+        """
+        _import("openvino", "openvino-int8")
+        parts = [self.package.sha256, self.package.architecture, ovr.library_version("openvino"),
+                 ovr.library_version("nncf"), str(self.calibration_size), self._calibration_digest()]  # fmt: skip
+        folder = self._cache_entry("openvino-int8", gbcache.digest(parts), "")
+        if self._cacheable:
+            stored = ovr.read_entry(folder)
+            if stored is not None:
+                return ovr.compile_model(stored.xml, self.threads, "f32")
+        quantised = self._quantise_openvino()
+        if not self._cacheable:
+            return ovr.compile_model(quantised, self.threads, "f32")
+        try:
+            stored = ovr.write_entry(folder, quantised, extra={"parts": parts})
+        except OSError as exc:  # a read-only cache costs a calibration per process, never the run
+            log.warning("could not cache the int8 model in %s: %s", folder.parent, exc)
+            return ovr.compile_model(quantised, self.threads, "f32")
+        return ovr.compile_model(stored.xml, self.threads, "f32")
+
+    def _quantise_openvino(self) -> Any:
         ov = _import("openvino", "openvino-int8")
         nncf = _import("nncf", "openvino-int8")
-        cal_digest = self._calibration_digest()
-        key = hashlib.sha256(
-            "|".join(
-                [self.package.sha256, self.package.architecture, ov.__version__, nncf.__version__,
-                 str(self.calibration_size), cal_digest]
-            ).encode()
-        ).hexdigest()[:20]  # fmt: skip
-        path = self.cache_dir / "openvino-int8" / f"{self.package.model_id}-{key}.xml"
-        core = ov.Core()
-        if self._cacheable and path.is_file():
-            try:
-                return self._openvino(core.read_model(str(path)), "f32")
-            except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
-                log.warning("ignoring unreadable cached int8 model %s: %s", path, exc)
         t0 = time.perf_counter()
         fp32 = self._ov_model(ov)
         cal = self._inputs(self.calibration_size, seed=0)
@@ -472,18 +521,7 @@ class Predictor:
                 ignored_scope=nncf.IgnoredScope(patterns=HEAD_PATTERNS, validate=False),
             )  # fmt: skip
         log.info("int8 calibration on %d chips took %.1f s", cal.shape[0], time.perf_counter() - t0)
-        if not self._cacheable:
-            return self._openvino(quantised, "f32")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
-            ov.save_model(quantised, str(tmp), compress_to_fp16=False)
-            # Atomic publish: another process may be writing the same entry.
-            os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not cache the int8 model in %s: %s", path.parent, exc)
-        return self._openvino(quantised, "f32")
+        return quantised
 
 
 def _torch_engine(module: torch.nn.Module, *, channels_last: bool) -> Engine:
@@ -501,7 +539,7 @@ def _torch_engine(module: torch.nn.Module, *, channels_last: bool) -> Engine:
 def _freeze(module: torch.nn.Module, example: torch.Tensor, *, channels_last: bool) -> torch.nn.Module:
     module = copy.deepcopy(module).eval()
     if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         example = example.contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is in maintenance mode; it still runs fastest here
@@ -550,7 +588,7 @@ def _write_json(path: Path, data: dict) -> None:
         log.warning("could not write %s: %s", path, exc)
 
 
-def _import(module: str, runtime: str):
+def _import(module: str, runtime: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
@@ -560,7 +598,7 @@ def _import(module: str, runtime: str):
         ) from None
 
 
-def load_predictor(path: "str | Path | None" = None, **kwargs) -> Predictor:
+def load_predictor(path: "str | Path | None" = None, **kwargs: Any) -> Predictor:
     """Convenience: ``Predictor(load_model_package(path), **kwargs)``."""
     from groundbreak.model import load_model_package
 
@@ -575,7 +613,9 @@ __all__ = [
     "Predictor",
     "RUNTIMES",
     "load_predictor",
+    "refusal",
     "set_threads",
     "sigmoid",
     "synthetic_inputs",
+    "validated",
 ]
