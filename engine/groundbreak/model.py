@@ -73,6 +73,30 @@ KNOWN_DTYPES = frozenset(
 DIM_ORDER = ("batch", "channel", "height", "width")
 
 
+#: Runtimes that run an OpenVINO IR carried by the package -> the artifact they use.
+ARTIFACT_FOR_RUNTIME = {"openvino": "openvino", "openvino-bf16": "openvino", "openvino-int8": "openvino-int8"}
+ARTIFACTS = ("openvino", "openvino-int8")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArtifact:
+    """A compiled-runtime form of the weights inside the package: an OpenVINO IR (graph + weights, no code).
+
+    ``weights_sha256`` names the weights it was made from: an artifact of other weights is stale.
+    ``calibration`` describes the chips an int8 artifact was calibrated on (free-form, for provenance).
+    """
+
+    name: str  # "openvino" (fp32) or "openvino-int8"
+    xml: str  # package-relative paths
+    bin: str
+    xml_sha256: str
+    bin_sha256: str
+    weights_sha256: str
+    precision: str  # "fp32" | "int8"
+    openvino_version: str = ""
+    calibration: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeValidation:
     """What the package records about one inference runtime, measured on labelled chips.
@@ -137,6 +161,8 @@ class ModelPackage:
     framework_version: str = ""  # torch version the weights were written with ("" unknown)
     #: runtime name -> its recorded validation (``groundbreak:runtime_validation``).
     runtime_validation: Mapping[str, RuntimeValidation] = field(default_factory=dict)
+    #: artifact name ("openvino", "openvino-int8") -> the IR in the package (``groundbreak:artifacts``).
+    artifacts: Mapping[str, ModelArtifact] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -150,6 +176,11 @@ class ModelPackage:
     @property
     def card_path(self) -> Path:
         return self.root / CARD_FILE
+
+    def artifact_for(self, runtime: str) -> Optional[ModelArtifact]:
+        """The package's IR for ``runtime`` ("openvino-bf16" runs the fp32 IR), or None."""
+        name = ARTIFACT_FOR_RUNTIME.get(runtime)
+        return self.artifacts.get(name) if name else None
 
     def accepts_gsd(self, gsd: float) -> bool:
         """True when a scene of this resolution (m/px) is inside the model's accepted range."""
@@ -453,6 +484,7 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         )
 
     validation = _parse_runtime_validation(top)
+    artifacts = _parse_artifacts(top, root)
     card_summary = _card_summary(root / CARD_FILE)
     return ModelPackage(
         root=root,
@@ -477,6 +509,7 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         runtime=runtime,
         framework_version=framework_version,
         runtime_validation=validation,
+        artifacts=artifacts,
         metadata=doc,
     )
 
@@ -592,11 +625,44 @@ def _parse_runtime_validation(top: _Fields) -> Mapping[str, RuntimeValidation]:
     return out
 
 
-def _inside(root: Path, name: str, fields: _Fields) -> Path:
+def _parse_artifacts(top: _Fields, root: Path) -> Mapping[str, ModelArtifact]:
+    """Declared artifacts; their files' hashes are checked when a runtime loads them, not here."""
+    raw = top.get("groundbreak:artifacts", dict, default={}, what="an object {name: artifact}")
+    out = {}
+    for name, obj in raw.items():
+        where = f"groundbreak:artifacts.{name}"
+        if name not in ARTIFACTS:
+            raise top.fail(where, "is not a known artifact", hint=f"artifacts: {', '.join(ARTIFACTS)}")
+        if not isinstance(obj, dict):
+            raise top.fail(where, "must be an object {format, xml, bin, xml_sha256, bin_sha256, ...}")
+        art = top.child(where, obj)
+        fmt = art.get("format", str)
+        if fmt != "openvino-ir":
+            raise art.fail("format", f"must be 'openvino-ir', got {fmt!r}")
+        hashes = {}
+        for key in ("xml_sha256", "bin_sha256", "weights_sha256"):
+            value = art.get(key, str).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise art.fail(key, f"must be 64 hex digits, got {_short(value)}")
+            hashes[key] = value
+        files = {}
+        for key in ("xml", "bin"):
+            files[key] = art.get(key, str)
+            _inside(root, files[key], art, key)
+        precision = art.get("precision", str)
+        if precision not in ("fp32", "int8"):
+            raise art.fail("precision", f"must be 'fp32' or 'int8', got {precision!r}")
+        out[name] = ModelArtifact(name=name, xml=files["xml"], bin=files["bin"], precision=precision,
+                                  openvino_version=art.get("openvino_version", str, default=""),
+                                  calibration=art.get("calibration", dict, default={}), **hashes)
+    return out
+
+
+def _inside(root: Path, name: str, fields: _Fields, key: str = "file") -> Path:
     # A package must not point outside itself (e.g. "../../etc/x"): paths are package-relative.
     candidate = (root / name).resolve()
     if Path(name).is_absolute() or root.resolve() not in candidate.parents:
-        raise fields.fail("file", f"must be a file name inside the package directory, got {name!r}")
+        raise fields.fail(key, f"must be a file name inside the package directory, got {name!r}")
     return root / name
 
 

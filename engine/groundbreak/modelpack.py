@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 import groundbreak
+from groundbreak.artifacts import readable
 from groundbreak.errors import OutputError, UsageError
 from groundbreak.model import (
     CARD_FILE,
@@ -336,7 +337,7 @@ def make_random_package(
                 torch.nn.init.normal_(m.bias, std=0.1)
         torch.nn.init.normal_(net.chip_head.weight, std=1.0)
         torch.nn.init.normal_(_cell_out(net).weight, std=1.0)
-    from groundbreak.inference import synthetic_inputs
+    from groundbreak.torch_runtime import synthetic_inputs
 
     cal = [torch.from_numpy(synthetic_inputs(8, len(bands), chip_size, seed=seed * 100 + i)) for i in range(2)]
     calibrate_batchnorm(net, lambda i: cal[i], steps=len(cal))
@@ -409,6 +410,7 @@ def _atomic(path: Path, write) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        readable(tmp_path)  # mkstemp makes it private (0600); a package is for sharing
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -430,7 +432,7 @@ def random_chips(
     ``synthetic_inputs`` mapped back through the default normalisation and dtype scaling, so they
     land inside the distribution a package with the default statistics expects.
     """
-    from groundbreak.inference import synthetic_inputs
+    from groundbreak.torch_runtime import synthetic_inputs
 
     x = synthetic_inputs(n, bands, size, seed=seed).astype(np.float64)
     m = np.resize(np.asarray(mean, np.float64), bands)[None, :, None, None]

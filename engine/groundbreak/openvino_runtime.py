@@ -133,7 +133,7 @@ def compile_config(threads: int, precision: str, *, cache_dir: Optional[Path] = 
     return config
 
 
-def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Optional[Path] = None) -> Engine:
+def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Optional[Path] = None) -> "CompiledEngine":
     """Compile an ``openvino.Model`` or an IR path for the CPU; returns ``run(x) -> (chip, cells)``.
 
     With ``cache_dir`` (and a path), OpenVINO's model cache stores the compiled blob there: a later
@@ -145,19 +145,24 @@ def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Option
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     source = str(model) if isinstance(model, Path) else model
-    compiled = core.compile_model(source, "CPU", config)
-    return _engine(compiled)
+    return CompiledEngine(core.compile_model(source, "CPU", config))
 
 
-def _engine(compiled: Any) -> Engine:
-    request = compiled.create_infer_request()
-    out_chip, out_cells = compiled.outputs[0], compiled.outputs[1]
+class CompiledEngine:
+    """A compiled model and its one infer request: ``engine(x) -> (chip logits, cell logits)``."""
 
-    def run(x: np.ndarray) -> Outputs:
-        res = request.infer({0: x})
-        return np.array(res[out_chip], np.float32), np.array(res[out_cells], np.float32)
+    def __init__(self, compiled: Any) -> None:
+        self._request = compiled.create_infer_request()
+        self._chip, self._cells = compiled.outputs[0], compiled.outputs[1]
+        try:
+            #: True when OpenVINO's model cache supplied the compiled model (a warm load).
+            self.from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except RuntimeError:
+            self.from_cache = False
 
-    return run
+    def __call__(self, x: np.ndarray) -> Outputs:
+        res = self._request.infer({0: x})
+        return np.array(res[self._chip], np.float32), np.array(res[self._cells], np.float32)
 
 
 # -- IR entries: a folder with model.xml, model.bin and their hashes ------------------------------------
@@ -210,6 +215,7 @@ def write_entry(folder: Path, model: Any, *, extra: Optional[Mapping[str, Any]] 
 
 __all__ = [
     "BIN",
+    "CompiledEngine",
     "Engine",
     "IRFiles",
     "MANIFEST",

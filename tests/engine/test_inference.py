@@ -450,3 +450,37 @@ def test_a_pickle_named_weights_is_refused_without_running_it(pkg, tmp_path):
         Predictor(loaded, runtime="eager")
     assert "pickle" in err.value.hint
     assert not marker.exists()
+
+
+# -- start-up: no torch at import, converted IR and compiled models cached, loading in the background -----
+
+
+def test_importing_the_predictor_imports_neither_torch_nor_nncf():
+    code = ("import sys, groundbreak.inference, groundbreak.openvino_runtime; "
+            "bad = [m for m in ('torch', 'nncf') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_openvino_converts_once_and_warm_loads_the_compiled_model(pkg, chips, tmp_path):
+    pytest.importorskip("openvino")
+    cold = Predictor(pkg, runtime="openvino", cache_dir=tmp_path)
+    assert cold.source == "cached IR" and not cold.from_cache
+    (ir,) = (tmp_path / "openvino").glob("ir-*")
+    stamp = (ir / "model.bin").stat().st_mtime_ns
+    warm = Predictor(pkg, runtime="openvino", cache_dir=tmp_path)
+    assert warm.from_cache and (ir / "model.bin").stat().st_mtime_ns == stamp  # no second conversion
+    assert list((tmp_path / "openvino").glob("compiled-*/*"))
+    np.testing.assert_array_equal(cold.predict(chips).scores, warm.predict(chips).scores)
+
+
+def test_a_predictor_can_load_in_the_background(pkg, chips, cache):
+    from groundbreak.inference import start_predictor
+
+    future = start_predictor(pkg, runtime="eager", cache_dir=cache)
+    got = future.result(timeout=300).predict(chips, "uint16").scores
+    np.testing.assert_array_equal(got, Predictor(pkg, runtime="eager", cache_dir=cache).predict(chips, "uint16").scores)
+    refused = start_predictor(pkg, runtime="tensorrt")
+    with pytest.raises(UsageError, match="unknown inference runtime"):
+        refused.result(timeout=60)  # the build's error reaches the caller
