@@ -58,3 +58,12 @@ def show(path: Optional[str] = None, as_json: bool = False) -> None:
         click.echo("%-13s %s" % (key, value))
     if m.demo:
         click.echo("NOTE: DEMO weights, not validated on real construction imagery.")
+
+
+def _register() -> None:
+    from . import model_quantize
+
+    command.add_command(model_quantize.command)
+
+
+_register()
