@@ -14,13 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from .cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 #: Example on-demand price (USD per node-hour) of a 2-vCPU x86 cloud CPU node in 2026.
 DEFAULT_PRICE_PER_HOUR = 0.10
 
-#: Used by ``plan`` before this machine has measured the model (chips inferred per second).
+#: Used by ``plan`` before this machine has measured the model (chips inferred per second, and
+#: seconds to load the model: a first OpenVINO conversion on a 2-core machine).
 FALLBACK_CHIPS_PER_S = 60.0
+FALLBACK_MODEL_LOAD_S = 9.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,27 +51,37 @@ def cost_of(seconds: float, *, price_per_hour: float, km2: float, chips: int) ->
 
 
 def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "groundbreak" / "throughput.json"
+    return cache_dir("throughput") / "throughput.json"
 
 
 def remembered_throughput(model_sha: str, threads: int) -> Optional[float]:
     """Inferred chips/s (end to end, reads included) this machine last measured for this model and
     thread count (used by ``plan``)."""
+    return _remembered("%s:%d" % (model_sha, threads))
+
+
+def remembered_model_load(model_sha: str, threads: int) -> Optional[float]:
+    """Seconds this machine last took from process start to this model being ready (used by ``plan``)."""
+    return _remembered("%s:%d:load" % (model_sha, threads))
+
+
+def _remembered(key: str) -> Optional[float]:
     try:
-        data = json.loads(_cache_file().read_text())
-        return float(data["%s:%d" % (model_sha, threads)])
+        return float(json.loads(_cache_file().read_text())[key])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def remember_throughput(model_sha: str, threads: int, chips_per_s: float) -> None:
+def remember_throughput(model_sha: str, threads: int, chips_per_s: float, *,
+                        model_load_s: Optional[float] = None) -> None:
     path = _cache_file()
     try:
         data = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
         data = {}
     data["%s:%d" % (model_sha, threads)] = round(chips_per_s, 2)
+    if model_load_s is not None:
+        data["%s:%d:load" % (model_sha, threads)] = round(model_load_s, 2)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

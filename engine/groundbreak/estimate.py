@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict
 
-
-from .cost import FALLBACK_CHIPS_PER_S, Cost, cost_of, remembered_throughput
+from .cost import (
+    FALLBACK_CHIPS_PER_S,
+    FALLBACK_MODEL_LOAD_S,
+    Cost,
+    cost_of,
+    remembered_model_load,
+    remembered_throughput,
+)
 from .errors import ReadError
 from .masks import DropRule, Screening
-from .names import DROP_REASONS
 from .model import ModelPackage
-from .plan import Plan
-from .scene import select_bands
+from .names import DROP_REASONS
+from .plan import Plan, fitted
 from .view import SceneView
 
 
@@ -42,6 +47,7 @@ class Estimate:
 def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int, price_per_hour: float,
              margin: float = DropRule().prefilter_margin) -> Estimate:
     """Screen every unit with the cheap decimated masks (no pixel data is read)."""
+    plan = fitted(plan, model)
     rule = DropRule(min_valid, margin)
     dropped = {reason: 0 for reason in DROP_REASONS}
     views: Dict[int, SceneView] = {}
@@ -50,7 +56,7 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
             view = views.get(unit.scene_index)
             if view is None:
                 scene = plan.scenes[unit.scene_index]
-                bands = plan.fits[unit.scene_index].band_indexes if plan.fits else select_bands(scene, model.bands)
+                bands = plan.fits[unit.scene_index].band_indexes
                 view = views[unit.scene_index] = SceneView(scene, plan.grid, bands)
             try:
                 fractions = view.prefilter([(c.col, c.row) for c in unit.chips])
@@ -68,7 +74,10 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
     inferred = planned - sum(dropped.values())
     measured = remembered_throughput(model.sha256, threads)
     rate = measured or FALLBACK_CHIPS_PER_S
-    seconds = inferred / rate + 0.002 * planned + 3.0  # + screening and model load
+    load = remembered_model_load(model.sha256, threads) or FALLBACK_MODEL_LOAD_S
+    # Calibrated by the last run on this machine: its end-to-end rate over inferred chips (reads and
+    # screening included) and its start-up plus model-load time; drops cost a decimated-mask look each.
+    seconds = load + inferred / rate + 0.002 * (planned - inferred)
     return Estimate(
         aoi_km2=round(plan.aoi_km2, 4),
         scanned_km2=round(plan.scanned_km2, 4),

@@ -95,7 +95,8 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
-def grid_for(geometries_lonlat: Sequence[BaseGeometry], *, chip_px: int, gsd: float, epsg: int | None = None) -> ChipGrid:
+def grid_for(geometries_lonlat: Sequence[BaseGeometry], *, chip_px: int, gsd: float,
+             epsg: int | None = None) -> ChipGrid:
     """The grid for a set of AOIs: the UTM zone of their combined centroid unless ``epsg`` is given."""
     if epsg is None:
         centre = shapely.union_all(list(geometries_lonlat)).centroid
@@ -109,7 +110,8 @@ def grid_for(geometries_lonlat: Sequence[BaseGeometry], *, chip_px: int, gsd: fl
     return ChipGrid(epsg=epsg, chip_px=chip_px, gsd=gsd)
 
 
-def to_grid_crs(geometry: BaseGeometry, src_crs: CRS | str, grid: ChipGrid, *, densify_m: float | None = None) -> BaseGeometry:
+def to_grid_crs(geometry: BaseGeometry, src_crs: CRS | str, grid: ChipGrid, *,
+                densify_m: float | None = None) -> BaseGeometry:
     """Reproject a geometry into the grid CRS (densifying edges first so long straight edges stay
     straight on the ground)."""
     src = CRS.from_user_input(src_crs)

@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import shapely
@@ -170,8 +170,8 @@ def _smart_polygons(doc: Dict[str, Any], path: Path) -> List[LabelPolygon]:
     observations.sort(key=lambda o: o[0])
     out: List[LabelPolygon] = []
     if status == "negative" or (not observations and status.startswith("negative")):
-        start = _date(sp.get("start_date"), path, "start_date", "site feature", required=False) or _dt.date.min
-        end = _date(sp.get("end_date"), path, "end_date", "site feature", required=False) or _FAR_FUTURE
+        start = _optional_date(sp.get("start_date"), path, "start_date", "site feature") or _dt.date.min
+        end = _optional_date(sp.get("end_date"), path, "end_date", "site feature") or _FAR_FUTURE
         return [LabelPolygon(_geometry(site, path, "site feature"), NEGATIVE, start, end, site_id, str(path))]
     if not observations:
         raise LabelError(f"{path}: SMART site {site_id} has no observation features",
@@ -212,8 +212,8 @@ def _layer_polygons(path: Path) -> List[LabelPolygon]:
     crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
     if crs is None:
         raise LabelError(f"{where} has no CRS", hint="save the labels with a coordinate reference system")
-    col = {name: values[lower[name]] for name in ("label", "date", "start_date", "end_date", "site_id", "chip_id")
-           if name in lower}
+    fields_read = ("label", "date", "start_date", "end_date", "site_id", "chip_id")
+    col: Dict[str, Any] = {name: values[lower[name]] for name in fields_read if name in lower}
     geometries = shapely.from_wkb(geoms)
     geometries = _to_lonlat(geometries, crs)
     out: List[LabelPolygon] = []
@@ -225,26 +225,30 @@ def _layer_polygons(path: Path) -> List[LabelPolygon]:
             raise LabelError(f"{where}: {what} is a {geom.geom_type}, not a polygon",
                              hint="labels must be polygons (draw areas, not points or lines)")
         value = _label_value(col["label"][i], where, what)
-        if has_date and not _blank(col["date"][i]):
-            start = end = _date(col["date"][i], path, "date", what)
-        else:
-            s = col.get("start_date")
-            e = col.get("end_date")
-            if s is None or _blank(s[i]):
-                raise LabelError(f"{where}: {what} has no date (field 'date' or 'start_date' is empty)",
-                                 hint="give every polygon a 'date' or a 'start_date'/'end_date' range")
-            start = _date(s[i], path, "start_date", what)
-            end = _date(e[i], path, "end_date", what) if e is not None and not _blank(e[i]) else _FAR_FUTURE
-            if end < start:
-                raise LabelError(f"{where}: {what} ends ({end}) before it starts ({start})",
-                                 hint="swap start_date and end_date")
-        place = ""
-        for key in ("site_id", "chip_id"):
-            if key in col and not _blank(col[key][i]):
-                place = str(col[key][i])
-                break
+        start, end = _feature_dates(col, i, has_date, path, where, what)
+        place = next((str(col[key][i]) for key in ("site_id", "chip_id") if key in col and not _blank(col[key][i])),
+                     "")
         out.append(LabelPolygon(geom, value, start, end, place, str(path)))
     return out
+
+
+def _feature_dates(col: Mapping[str, Any], i: int, has_date: bool, path: Path, where: str,
+                   what: str) -> Tuple[_dt.date, _dt.date]:
+    """(start, end) of feature ``i``: its ``date``, else its ``start_date``..``end_date`` (open-ended)."""
+    if has_date and not _blank(col["date"][i]):
+        day = _date(col["date"][i], path, "date", what)
+        return day, day
+    s = col.get("start_date")
+    e = col.get("end_date")
+    if s is None or _blank(s[i]):
+        raise LabelError(f"{where}: {what} has no date (field 'date' or 'start_date' is empty)",
+                         hint="give every polygon a 'date' or a 'start_date'/'end_date' range")
+    start = _date(s[i], path, "start_date", what)
+    end = _date(e[i], path, "end_date", what) if e is not None and not _blank(e[i]) else _FAR_FUTURE
+    if end < start:
+        raise LabelError(f"{where}: {what} ends ({end}) before it starts ({start})",
+                         hint="swap start_date and end_date")
+    return start, end
 
 
 def _to_lonlat(geometries: np.ndarray, crs: CRS) -> np.ndarray:
@@ -276,11 +280,18 @@ def _blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def _date(value: Any, path: Path, field: str, what: str, *, required: bool = True) -> Optional[_dt.date]:
-    if _blank(value):
-        if not required:
-            return None
+def _date(value: Any, path: Path, field: str, what: str) -> _dt.date:
+    """A required date (a LabelError naming the file, feature and field when it is missing or unreadable)."""
+    date = _optional_date(value, path, field, what)
+    if date is None:
         raise LabelError(f"{path}: {what} has no {field!r}", hint=f"give {field} as YYYY-MM-DD")
+    return date
+
+
+def _optional_date(value: Any, path: Path, field: str, what: str) -> Optional[_dt.date]:
+    """A date, or None when the value is blank (a LabelError when it is not a date)."""
+    if _blank(value):
+        return None
     if isinstance(value, _dt.datetime):
         return value.date()
     if isinstance(value, _dt.date):
@@ -307,10 +318,10 @@ def _expand(paths: Iterable["str | os.PathLike[str]"]) -> List[Path]:
     for spec in paths:
         text = os.fspath(spec)
         if any(ch in text for ch in "*?["):
-            hits = sorted(glob.glob(text))
-            if not hits:
+            matches = sorted(glob.glob(text))
+            if not matches:
                 raise MissingFileError(f"no label files match {text}", hint="check the pattern (quote it)")
-            out.extend(Path(h) for h in hits)
+            out.extend(Path(h) for h in matches)
         elif os.path.isdir(text):
             hits = sorted(p for p in Path(text).iterdir() if p.suffix.lower() in _VECTOR_SUFFIXES)
             if not hits:

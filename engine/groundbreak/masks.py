@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -24,10 +24,11 @@ VALID, NODATA, CLOUD, SHADOW = 0, 1, 2, 3
 CLASS_NAMES = {VALID: "valid", NODATA: "nodata", CLOUD: "cloud", SHADOW: "shadow"}
 
 # Groundbreak's own class-mask convention and Sentinel-2 SCL, as (cloud, shadow, nodata) values.
-GROUNDBREAK_MASK_VALUES = {"cloud_values": (1,), "shadow_values": (2,), "nodata_values": (255,)}
-SCL_MASK_VALUES = {"cloud_values": (8, 9, 10, 11), "shadow_values": (2, 3), "nodata_values": (0, 1)}
+MaskValues = Mapping[str, Tuple[int, ...]]
+GROUNDBREAK_MASK_VALUES: MaskValues = {"cloud_values": (1,), "shadow_values": (2,), "nodata_values": (255,)}
+SCL_MASK_VALUES: MaskValues = {"cloud_values": (8, 9, 10, 11), "shadow_values": (2, 3), "nodata_values": (0, 1)}
 # STAC "data-mask" assets mark valid data with non-zero values.
-DATA_MASK_VALUES = {"cloud_values": (), "shadow_values": (), "nodata_values": (0,)}
+DATA_MASK_VALUES: MaskValues = {"cloud_values": (), "shadow_values": (), "nodata_values": (0,)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,13 @@ class MaskSource:
     shadow_values: Tuple[int, ...] = ()
     nodata_values: Tuple[int, ...] = ()
     origin: str = ""  # how it was found: "filename-pattern", "stac-asset", "explicit"
+
+    @classmethod
+    def of_classes(cls, path: str, values: MaskValues, *, origin: str) -> "MaskSource":
+        """A one-band class mask whose cloud, shadow and nodata values are ``values``."""
+        return cls(path=path, kind="classes", origin=origin, cloud_values=tuple(values.get("cloud_values", ())),
+                   shadow_values=tuple(values.get("shadow_values", ())),
+                   nodata_values=tuple(values.get("nodata_values", ())))
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,6 +252,13 @@ def plan_inputs(
     return plan
 
 
+def fitted(plan: Plan, model: InputSpec, *, allow_resample: bool = False) -> Plan:
+    """``plan`` with its scenes fitted to ``model`` (as plan_inputs does), for plans made by make_plan."""
+    if plan.fits:
+        return plan
+    return replace(plan, fits=fit_scenes(plan.scenes, model, allow_resample=allow_resample))
+
+
 def _accepted(model: InputSpec, fit: SceneFit) -> bool:
     lo, hi = model.gsd_range
     return lo <= fit.resolution_m <= hi

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 from . import __version__
 from .protocol import Event, encode, make_event
@@ -26,7 +26,7 @@ class Reporter:
         self._stream = stream
         self._seq = 0
         self._lock = threading.Lock()
-        self._listener = listener
+        self.listener = listener
         self.command = command
         self.warnings: List[Dict[str, str]] = []
 
@@ -45,8 +45,8 @@ class Reporter:
                 except (BrokenPipeError, ValueError):
                     # The client went away; the run still finishes and writes its outputs.
                     self._stream = None
-            if self._listener is not None:
-                self._listener(event)
+            if self.listener is not None:
+                self.listener(event)
 
     def hello(self, model: Optional[Dict[str, Any]]) -> None:
         self.emit("hello", engine=__version__, command=self.command, model=model, pid=os.getpid())
@@ -67,8 +67,10 @@ class Reporter:
         self.warnings.append({"code": code, "message": message, "hint": hint})
         self.emit("warning", code=code, message=message, hint=hint)
 
-    def error(self, code: str, message: str, hint: str, retryable: bool) -> None:
-        self.emit("error", code=code, message=message, hint=hint, retryable=retryable)
+    def error(self, code: str, message: str, hint: str, retryable: bool,
+              problems: Sequence[Dict[str, str]] = ()) -> None:
+        extra: Dict[str, Any] = {"problems": [dict(p) for p in problems]} if problems else {}
+        self.emit("error", code=code, message=message, hint=hint, retryable=retryable, **extra)
 
     def result(self, outputs: Dict[str, str], stats: Dict[str, Any], cost: Dict[str, Any]) -> None:
         self.emit("result", outputs=outputs, stats=stats, cost=cost)

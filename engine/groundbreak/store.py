@@ -22,6 +22,7 @@ import numpy as np
 import pyogrio
 import pyogrio.errors
 import shapely
+from shapely.geometry.base import BaseGeometry
 from pyogrio.raw import write as ogr_write
 
 from .errors import CorruptFileError, OutputError
@@ -213,6 +214,27 @@ class DetectionStore:
         except (ValueError, KeyError, TypeError):
             return {}
 
+    def latest_attempt(self) -> Dict[str, object]:
+        """The JSON columns (params, inputs, stats) of the most recent attempt of any run, or {}."""
+        row = self._conn.execute(
+            "SELECT run_id, fingerprint, params, inputs, stats FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return {}
+        out: Dict[str, object] = {"run_id": row[0], "fingerprint": row[1]}
+        for key, text in zip(("params", "inputs", "stats"), row[2:]):
+            try:
+                out[key] = json.loads(text) if text else {}
+            except ValueError:
+                out[key] = {}
+        return out
+
+    def move_to(self, path: Path) -> None:
+        """Close, rename the file to ``path`` (atomically replacing what is there) and reopen it."""
+        self._conn.close()
+        os.replace(self.path, path)
+        self.path = Path(path)
+        self._conn = self._connect()
+
     def finished_keys(self) -> Set[Tuple[str, str]]:
         """(scene_id, chip_id) of every chip already decided by an earlier attempt."""
         # Failed chips are not finished: a re-run retries them (their row is then replaced).
@@ -235,7 +257,7 @@ class DetectionStore:
         return attempt
 
     def finish_attempt(self, run_id: str, attempt: int, *, status: str, finished: str, row: Dict[str, object]) -> None:
-        cols = {"status": status, "finished": finished}
+        cols: Dict[str, object] = {"status": status, "finished": finished}
         cols.update({k: _json_or_value(v) for k, v in row.items()})
         self._execute_in_transaction(
             "UPDATE runs SET %s WHERE run_id=? AND attempt=?" % ", ".join("%s=?" % k for k in cols),
@@ -389,7 +411,7 @@ def _st_is_empty(blob: Optional[bytes]) -> Optional[int]:
     return 1 if (blob[3] & 0b00010000) else 0
 
 
-def geometry_from_blob(blob: bytes):
+def geometry_from_blob(blob: bytes) -> BaseGeometry:
     """The shapely geometry of a GeoPackage blob (header, optional envelope, WKB)."""
     env_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(blob[3] >> 1) & 0b111]
     return shapely.from_wkb(blob[8 + env_len:])

@@ -28,7 +28,7 @@ Files (``generate_world``): ``scenes/world_{seed}_{YYYYMMDD}.tif`` (+ ``_mask.ti
 (layer ``labels``, world CRS) with one feature per (site, date): site_id, date, phase, label, kind,
 valid_fraction (share of the polygon clear on that date); ``aoi.geojson``; ``world.json``.
 
-Public API: :class:`WorldSpec`, :func:`demo_spec`, :func:`test_spec`, :func:`generate_world`,
+Public API: :class:`WorldSpec`, :func:`demo_spec`, :func:`timeline_spec`, :func:`test_spec`, :func:`generate_world`,
 :func:`load_world`, :func:`generate_large_scene`, :class:`WorldManifest`.
 """
 
@@ -69,6 +69,12 @@ KINDS = ("construction", "tilled_field", "sports_field", "parking")
 BAND_NAMES = ("red", "green", "blue", "nir")
 MASK_CLEAR, MASK_CLOUD, MASK_SHADOW, MASK_NODATA = 0, 1, 2, 255
 DEFAULT_DATES = ("2022-05-18", "2022-08-27", "2023-06-14", "2024-05-09")
+SCHEDULES = ("staggered", "spans")
+_LATER_FIELDS = frozenset({"schedule"})
+#: Ten growing-season acquisitions over three years (winters are cloudy and snowy up north): the
+#: timeline demo's revisits, 5-10 weeks apart within a season.
+TIMELINE_DATES = ("2022-05-10", "2022-06-21", "2022-08-04", "2022-09-16", "2023-05-12", "2023-06-26",
+                  "2023-08-09", "2023-09-19", "2024-05-14", "2024-07-02")
 
 # Sun at ~10:30 local time in mid-latitude summer: from the south-east, 50 degrees up. Shadows fall
 # to the north-west; per metre of object height they move this far on the ground (x east, y north).
@@ -108,6 +114,10 @@ class WorldSpec:
     mask_kind: str = "classes"
     tile: int = 256
     compress: str = "deflate"
+    #: How construction sites are scheduled over the dates: "staggered" (each caught in progress on
+    #: one date; the original demo and training worlds) or "spans" (each starts between two dates
+    #: and runs for several, some ending before the last date: the timeline demo).
+    schedule: str = "staggered"
 
     def __post_init__(self) -> None:
         def bad(what: str, hint: str) -> UsageError:
@@ -125,6 +135,10 @@ class WorldSpec:
             raise bad(f"mask_kind {self.mask_kind!r} is not supported", 'use "classes", "udm2" or "none"')
         if not 0.0 <= self.cloud_fraction <= 0.9:
             raise bad(f"cloud_fraction {self.cloud_fraction} is outside [0, 0.9]", "use e.g. 0.15")
+        if self.schedule not in SCHEDULES:
+            raise bad(f"schedule {self.schedule!r} is not supported", 'use "staggered" or "spans"')
+        if self.schedule == "spans" and len(self.dates) < 5:
+            raise bad(f"schedule 'spans' needs at least 5 dates, got {len(self.dates)}", "add dates")
         if self.grid_shift_m < 0:
             raise bad(f"grid_shift_m {self.grid_shift_m} is negative", "use 0 for aligned dates")
         if self.tile % 16 or self.tile <= 0:
@@ -141,12 +155,15 @@ class WorldSpec:
             raise bad(f"dates {self.dates!r} are not strictly increasing", "sort them and drop repeats")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        # Fields added after a world format was fixed are left out at their defaults, so older
+        # specs keep their exact world.json (and their cached worlds stay valid).
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not (f.name in _LATER_FIELDS and getattr(self, f.name) == f.default)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorldSpec":
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
         return cls(**kw)
 
 
@@ -201,6 +218,13 @@ class WorldManifest:
 def demo_spec(seed: int = 7) -> WorldSpec:
     """A 6 x 6 km, 4-date world with 7 staggered construction sites (the `groundbreak demo` data)."""
     return WorldSpec(seed=seed, width=3072, height=3072, n_sites=7, n_lookalikes=6, cloud_fraction=0.15)
+
+
+def timeline_spec(seed: int = 7) -> WorldSpec:
+    """A 4 x 4 km, 10-date world whose 7 construction sites start between known dates and run for
+    several revisits (some end, some are still going at the last date): the timeline demo."""
+    return WorldSpec(seed=seed, width=2048, height=2048, dates=TIMELINE_DATES, n_sites=7, n_lookalikes=5,
+                     cloud_fraction=0.18, schedule="spans")
 
 
 def test_spec(seed: int = 1) -> WorldSpec:
@@ -572,7 +596,10 @@ class _Builder:
         return lines[0], lines[1]
 
     def add_roads_and_fields(self) -> None:
-        span = math.hypot(self.world.bounds[2] - self.world.bounds[0], self.world.bounds[3] - self.world.bounds[1]) / 2 + 200
+        span = (
+            math.hypot(self.world.bounds[2] - self.world.bounds[0], self.world.bounds[3] - self.world.bounds[1]) / 2
+            + 200
+        )
         us, vs = self.grid_lines(span)
         widths_u = [float(self.rng.choice([5.0, 6.0, 9.0], p=[0.45, 0.3, 0.25])) for _ in us]
         widths_v = [float(self.rng.choice([5.0, 6.0, 9.0], p=[0.45, 0.3, 0.25])) for _ in vs]
@@ -689,7 +716,9 @@ class _Builder:
                 coords = list(fields[int(k)].geom.exterior.coords)
                 e = int(self.rng.integers(0, 4))
                 edge = LineString([coords[e], coords[e + 1]])
-                self.bottom.append(self.feat(edge.buffer(self.rng.uniform(4, 7), cap_style="flat"), "forest", height=10))
+                self.bottom.append(
+                    self.feat(edge.buffer(self.rng.uniform(4, 7), cap_style="flat"), "forest", height=10)
+                )
 
     # ---- settlements ----------------------------------------------------------------------
 
@@ -765,9 +794,16 @@ class _Builder:
                                        ["roof_dark", "roof_grey", "roof_brown", "roof_red", "roof_white"], 6.0,
                                        [0.35, 0.25, 0.2, 0.12, 0.08])
                         for _t in range(int(self.rng.integers(0, 3))):
-                            tu, tv = lu + self.rng.uniform(-lot / 2, lot / 2), v + side * (setback + self.rng.uniform(10, 16))
+                            tu, tv = (
+                                lu + self.rng.uniform(-lot / 2, lot / 2),
+                                v + side * (setback + self.rng.uniform(10, 16)),
+                            )
                             tx, ty = x + (tu - x) * c - (tv - y) * s, y + (tu - x) * s + (tv - y) * c
-                            self.top.append(self.feat(Point(tx, ty).buffer(self.rng.uniform(2.5, 5.5), quad_segs=6), "tree", height=9))
+                            self.top.append(
+                                self.feat(
+                                    Point(tx, ty).buffer(self.rng.uniform(2.5, 5.5), quad_segs=6), "tree", height=9
+                                )
+                            )
                         along += lot
             self.blocked.append(outline.buffer(30))
 
@@ -790,11 +826,25 @@ class _Builder:
                            ["roof_red", "roof_metal", "roof_grey", "roof_white"], 7.0, [0.3, 0.35, 0.2, 0.15])
             for _b in range(int(self.rng.integers(0, 5))):
                 du, dv = self.rng.uniform(-size / 3, size / 3, 2)
-                self.top.append(self.feat(Point(x + du * c - dv * s, y + du * s + dv * c).buffer(self.rng.uniform(3.5, 7), quad_segs=8),
-                                          "roof_metal", height=10))
+                self.top.append(
+                    self.feat(
+                        Point(x + du * c - dv * s, y + du * s + dv * c).buffer(self.rng.uniform(3.5, 7), quad_segs=8),
+                        "roof_metal",
+                        height=10,
+                    )
+                )
             belt = yard.exterior.buffer(self.rng.uniform(5, 8)).difference(yard)
-            self.top.append(self.feat(belt.intersection(_rect(x, y, size * 3, size * 3, ang).difference(
-                _rect(x + size * 0.75 * (c + s), y + size * 0.75 * (s - c), size * 1.5, size * 1.5, ang))), "forest", height=10))
+            self.top.append(
+                self.feat(
+                    belt.intersection(
+                        _rect(x, y, size * 3, size * 3, ang).difference(
+                            _rect(x + size * 0.75 * (c + s), y + size * 0.75 * (s - c), size * 1.5, size * 1.5, ang)
+                        )
+                    ),
+                    "forest",
+                    height=10,
+                )
+            )
             self.blocked.append(yard.buffer(25))
 
     # ---- labelled places ------------------------------------------------------------------
@@ -849,11 +899,20 @@ class _Builder:
             feats = []
             if track:
                 feats.append(self.feat(_rect(x, y, ow, oh, ang).buffer(-1), "running_track"))
-            feats.append(self.feat(_rect(x, y, w + 6, h + 6, ang), "artificial_turf" if self.rng.random() < 0.35 else "turf", angle=ang))
+            feats.append(
+                self.feat(
+                    _rect(x, y, w + 6, h + 6, ang), "artificial_turf" if self.rng.random() < 0.35 else "turf", angle=ang
+                )
+            )
             field_box = _rect(x, y, w, h, ang)
             feats.append(self.feat(field_box.exterior.buffer(0.8), "field_line"))
             c, s = math.cos(ang + math.pi / 2), math.sin(ang + math.pi / 2)
-            feats.append(self.feat(LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(0.8), "field_line"))
+            feats.append(
+                self.feat(
+                    LineString([(x - c * h / 2, y - s * h / 2), (x + c * h / 2, y + s * h / 2)]).buffer(0.8),
+                    "field_line",
+                )
+            )
             feats.append(self.feat(Point(x, y).buffer(9.15).exterior.buffer(0.8), "field_line"))
             self.blocked.append(outline.buffer(30))
             return _Site(sid, kind, outline, None, {"No Activity": tuple(feats)})
@@ -884,14 +943,22 @@ class _Builder:
                 v = row + off
                 if v > h / 2 - 3:
                     break
-                line = LineString([(x - c * w / 2 + nx * v, y - s * w / 2 + ny * v), (x + c * w / 2 + nx * v, y + s * w / 2 + ny * v)])
+                line = LineString(
+                    [(x - c * w / 2 + nx * v, y - s * w / 2 + ny * v), (x + c * w / 2 + nx * v, y + s * w / 2 + ny * v)]
+                )
                 feats.append(self.feat(line.buffer(0.35, cap_style="flat"), "paint"))
                 along = -w / 2 + 2
                 while along < w / 2 - 2:
                     if self.rng.random() < occupancy:
                         cx = x + c * along + nx * (v + 2.6)
                         cy = y + s * along + ny * (v + 2.6)
-                        feats.append(self.feat(_rect(cx, cy, 1.9, 4.6, ang + math.pi / 2), str(self.rng.choice(_CAR_COLOURS)), height=1.5))
+                        feats.append(
+                            self.feat(
+                                _rect(cx, cy, 1.9, 4.6, ang + math.pi / 2),
+                                str(self.rng.choice(_CAR_COLOURS)),
+                                height=1.5,
+                            )
+                        )
                     along += 2.7
             row += 18.0
         return feats
@@ -909,7 +976,9 @@ class _Builder:
         nx, ny = -s, c
         if self.road_lines:  # turn the site's frame so its road side is -v
             lines = shapely.MultiLineString([rl[0] for rl in self.road_lines])
-            if lines.distance(Point(x + nx * h / 2, y + ny * h / 2)) < lines.distance(Point(x - nx * h / 2, y - ny * h / 2)):
+            if lines.distance(Point(x + nx * h / 2, y + ny * h / 2)) < lines.distance(
+                Point(x - nx * h / 2, y - ny * h / 2)
+            ):
                 ang += math.pi
                 c, s, nx, ny = -c, -s, -nx, -ny
 
@@ -939,7 +1008,7 @@ class _Builder:
                 for u in np.arange(-w / 2 + 14, w / 2 - 10, self.rng.uniform(20, 26)):
                     buildings.append(_rect(*at(u, v), self.rng.uniform(9, 13), self.rng.uniform(10, 15), ang))
         else:
-            for k in range(int(self.rng.integers(1, 4))):
+            for _k in range(int(self.rng.integers(1, 4))):
                 buildings.append(_rect(*at(self.rng.uniform(-w / 3, w / 3), h * self.rng.uniform(0.1, 0.3)),
                                        self.rng.uniform(25, 60), self.rng.uniform(20, 40), ang))
         keep: list[Polygon] = []
@@ -950,8 +1019,16 @@ class _Builder:
         if not keep:  # every site builds something
             keep.append(_rect(*at(0, h * 0.08), w * 0.45, h * 0.35, ang))
         buildings = keep
-        streets = [LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)]).buffer(4, cap_style="flat").intersection(poly)
-                   for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)] if plan == "houses" else []
+        streets = (
+            [
+                LineString([at(-w / 2 + 4, v - 22), at(w / 2 - 4, v - 22)])
+                .buffer(4, cap_style="flat")
+                .intersection(poly)
+                for v in np.arange(-h / 2 + 25, h / 2 - 15, 45)
+            ]
+            if plan == "houses"
+            else []
+        )
 
         tracks = []
         for _t in range(int(self.rng.integers(3, 8))):
@@ -962,10 +1039,21 @@ class _Builder:
                 a = ang + self.rng.choice([0, math.pi / 2, math.pi, -math.pi / 2]) + self.rng.normal(0, 0.2)
                 pts.append((px + step * math.cos(a), py + step * math.sin(a)))
             tracks.append(LineString(pts).buffer(self.rng.uniform(1.6, 2.6)).intersection(poly))
-        piles = [_blob(self.rng, *at(self.rng.uniform(-w / 2 + 15, w / 2 - 15), h / 2 - 12), self.rng.uniform(6, 14), 0.5, 16)
-                 for _p in range(int(self.rng.integers(2, 6)))]
-        machines = [_rect(*at(self.rng.uniform(-w / 2.5, w / 2.5), self.rng.uniform(-h / 2.5, h / 2.5)), 3.2, 7, ang + self.rng.uniform(0, 3.1))
-                    for _m in range(int(self.rng.integers(1, 5)))]
+        piles = [
+            _blob(
+                self.rng, *at(self.rng.uniform(-w / 2 + 15, w / 2 - 15), h / 2 - 12), self.rng.uniform(6, 14), 0.5, 16
+            )
+            for _p in range(int(self.rng.integers(2, 6)))
+        ]
+        machines = [
+            _rect(
+                *at(self.rng.uniform(-w / 2.5, w / 2.5), self.rng.uniform(-h / 2.5, h / 2.5)),
+                3.2,
+                7,
+                ang + self.rng.uniform(0, 3.1),
+            )
+            for _m in range(int(self.rng.integers(1, 5)))
+        ]
         trailer = _rect(*at(float(self.rng.uniform(-w / 3, w / 3)), -h / 2 + 9), 12, 3.5, ang)
         pond = _rect(*at(w / 2 - 20, -h / 2 + 16), 26, 18, ang) if self.rng.random() < 0.5 else None
 
@@ -986,7 +1074,12 @@ class _Builder:
         active += [f(t, "compacted") for t in tracks[:2] if not t.is_empty]
         active += [f(st, "gravel") for st in streets]
         if plan != "houses":
-            active.append(f(LineString([at(-w / 2 + 5, -h / 2 + 20), at(w / 2 - 5, -h / 2 + 20)]).buffer(4, cap_style="flat"), "gravel"))
+            active.append(
+                f(
+                    LineString([at(-w / 2 + 5, -h / 2 + 20), at(w / 2 - 5, -h / 2 + 20)]).buffer(4, cap_style="flat"),
+                    "gravel",
+                )
+            )
         for b in buildings:
             # a graded gravel pad under every footprint, then the footprint's current state
             active.append(f(b.buffer(4, join_style="mitre"), "gravel"))
@@ -1019,7 +1112,9 @@ class _Builder:
             post.extend(self.parking(lot, *at(0, -h / 2 + 22), w - 20, 30, ang))
         if self.rng.random() < 0.3:
             post.append(f(_rect(*at(w / 2 - 30, h / 2 - 25), 40, 30, ang), "cleared", angle=ang))
-        roofs = ["roof_white", "roof_grey", "roof_metal"] if plan != "houses" else ["roof_dark", "roof_grey", "roof_brown"]
+        roofs = (
+            ["roof_white", "roof_grey", "roof_metal"] if plan != "houses" else ["roof_dark", "roof_grey", "roof_brown"]
+        )
         for b in buildings:
             post.append(f(b, str(self.rng.choice(roofs)), angle=ang, height=5 if plan == "houses" else 9))
         for _t in range(int(self.rng.integers(4, 14))):
@@ -1028,7 +1123,11 @@ class _Builder:
             if poly.contains(tree):
                 post.append(f(tree, "tree", height=4))
         self.blocked.append(poly.buffer(40))
-        layers = {"Site Preparation": tuple(prep), "Active Construction": tuple(active), "Post Construction": tuple(post)}
+        layers = {
+            "Site Preparation": tuple(prep),
+            "Active Construction": tuple(active),
+            "Post Construction": tuple(post),
+        }
         return _Site(sid, "construction", poly, days, layers)
 
     def aoi(self) -> Polygon:
@@ -1038,7 +1137,10 @@ class _Builder:
         rad = 1 + 0.08 * np.sin(3 * phi + self.rng.uniform(0, 6)) + 0.05 * np.sin(5 * phi + self.rng.uniform(0, 6))
         sq = 1 / np.maximum(np.abs(np.cos(phi)), np.abs(np.sin(phi)))  # a squircle hugging the square
         rx, ry = (x1 - x0) / 2 * 0.9, (y1 - y0) / 2 * 0.9
-        pts = np.c_[self.cx + rx * np.cos(phi) * np.minimum(sq, 1.3) * rad, self.cy + ry * np.sin(phi) * np.minimum(sq, 1.3) * rad]
+        pts = np.c_[
+            self.cx + rx * np.cos(phi) * np.minimum(sq, 1.3) * rad,
+            self.cy + ry * np.sin(phi) * np.minimum(sq, 1.3) * rad,
+        ]
         return Polygon(pts).buffer(0).intersection(self.inset(2 * self.spec.gsd))
 
 
@@ -1062,6 +1164,29 @@ def _site_timelines(spec: WorldSpec, rng: np.random.Generator) -> list[tuple[int
     return out
 
 
+def _site_spans(spec: WorldSpec, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """Sites that start between two dates and stay active for at least three revisits.
+
+    Each site is first seen (in preparation) on date ``first`` >= 1, so it is seen bare of
+    activity at least once; it ends (Post Construction) between two later dates, at least three
+    revisits on, or after the last date (still going). Ends one date before the last are avoided:
+    a single post-construction view cannot confirm an end."""
+    days = [_dt.date.fromisoformat(d).toordinal() for d in spec.dates]
+    n = len(days)
+    firsts = [1 + (i % (n - 4)) for i in range(spec.n_sites)]
+    rng.shuffle(firsts)
+    out = []
+    for first in firsts:
+        prep = days[first] - int(rng.integers(3, max(4, min(40, days[first] - days[first - 1]))))
+        ends = [j for j in range(first + 3, n - 1)] + [n]
+        j = int(rng.choice(ends))
+        post = days[j] - int(rng.integers(3, max(4, min(40, days[j] - days[j - 1])))) if j < n else days[-1] + 180
+        active = prep + int(rng.integers(30, 90))
+        active = min(active, (prep + post) // 2)
+        out.append((prep, active, post))
+    return out
+
+
 def _phase(days: tuple[int, int, int] | None, day: int) -> str:
     if days is None or day < days[0]:
         return "No Activity"
@@ -1080,7 +1205,8 @@ def _build_layout(spec: WorldSpec) -> _Layout:
     b.add_farmsteads()
     sites: list[_Site] = []
     # Sites first (they need room near roads), then the look-alikes, in a fixed order.
-    timelines = _site_timelines(spec, np.random.default_rng([spec.seed, 2]))
+    schedule = _site_spans if spec.schedule == "spans" else _site_timelines
+    timelines = schedule(spec, np.random.default_rng([spec.seed, 2]))
     for i, days in enumerate(timelines):
         site = b.construction(i + 1, days)
         if site is None:
@@ -1429,7 +1555,9 @@ def _write_scene_files(spec: WorldSpec, scene: _DateScene, path: Path, mask_path
                     mprof.update(nodata=MASK_NODATA)
                 mdst = rasterio.open(mtmp, "w", **mprof)
                 if spec.mask_kind == "udm2":
-                    for i, name in enumerate(("clear", "snow", "shadow", "light_haze", "heavy_haze", "cloud", "confidence", "udm1"), 1):
+                    for i, name in enumerate(
+                        ("clear", "snow", "shadow", "light_haze", "heavy_haze", "cloud", "confidence", "udm1"), 1
+                    ):
                         mdst.set_band_description(i, name)
                 else:
                     mdst.set_band_description(1, "mask")
@@ -1448,7 +1576,7 @@ def _write_scene_files(spec: WorldSpec, scene: _DateScene, path: Path, mask_path
             finally:
                 if mdst is not None:
                     mdst.close()
-    if mtmp is not None:
+    if mtmp is not None and mask_path is not None:
         with rasterio.open(mtmp, "r+") as mdst:
             # decimated reads of the mask (a cheap screening prefilter) come from these overviews
             mdst.build_overviews([2, 4, 8, 16], rasterio.enums.Resampling.nearest)
@@ -1664,10 +1792,17 @@ def generate_world(out_dir: str | os.PathLike[str], spec: WorldSpec, *, force: b
         path = out / "scenes" / f"{stem}.tif"
         mask_path = None if spec.mask_kind == "none" else out / "scenes" / (
             f"{stem}_udm2.tif" if spec.mask_kind == "udm2" else f"{stem}_mask.tif")
-        tags = {"GROUNDBREAK_WORLD_SEED": str(spec.seed), "REFLECTANCE_SCALE": str(_UINT16_SCALE if spec.dtype == "uint16" else _UINT8_SCALE)}
+        tags = {
+            "GROUNDBREAK_WORLD_SEED": str(spec.seed),
+            "REFLECTANCE_SCALE": str(_UINT16_SCALE if spec.dtype == "uint16" else _UINT8_SCALE),
+        }
         cloud, nod = _write_scene(spec, scene, path, mask_path, strip, tags)
-        scenes.append(WorldScene(date, path, mask_path, tuple(scene.transform)[:6], scene.width, scene.height, cloud, nod))
-        log.info("world %s: wrote %s (cloud+shadow %.1f%%, nodata %.1f%%)", spec.seed, path.name, 100 * cloud, 100 * nod)
+        scenes.append(
+            WorldScene(date, path, mask_path, tuple(scene.transform)[:6], scene.width, scene.height, cloud, nod)
+        )
+        log.info(
+            "world %s: wrote %s (cloud+shadow %.1f%%, nodata %.1f%%)", spec.seed, path.name, 100 * cloud, 100 * nod
+        )
     days = [_dt.date.fromisoformat(d).toordinal() for d in spec.dates]
     sites = []
     for s in layout.sites:

@@ -7,8 +7,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp
 from affine import Affine
+from rasterio.enums import ColorInterp
 
 # A 2 m grid in UTM 14N (North Dakota, like the NAIP series).
 UTM14 = "EPSG:32614"

@@ -8,13 +8,12 @@ import logging
 import numpy as np
 import pytest
 import shapely
+from conftest import ORIGIN, write_aoi
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box
 
 from groundbreak.aoi import geodesic_area_km2, read_aois
 from groundbreak.errors import CorruptFileError, InvalidGeometryError, MissingFileError, UsageError
-
-from conftest import ORIGIN, write_aoi
 
 X0, Y1 = ORIGIN
 SQUARE = box(X0, Y1 - 1000, X0 + 1000, Y1)  # 1 km² in UTM 14N
@@ -22,7 +21,8 @@ SQUARE = box(X0, Y1 - 1000, X0 + 1000, Y1)  # 1 km² in UTM 14N
 
 def _to_lonlat(geom):
     t = Transformer.from_crs("EPSG:32614", "EPSG:4326", always_xy=True)
-    return shapely.transform(shapely.segmentize(geom, 10.0), lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    return shapely.transform(shapely.segmentize(geom, 10.0),
+                             lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
 
 
 @pytest.mark.parametrize("name", ["aoi.gpkg", "aoi.geojson", "aoi.shp"])

@@ -8,19 +8,17 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import Polygon, box
 
 from groundbreak.cli import cli
 from groundbreak.protocol import PROTOCOL_VERSION, parse_line
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 PY = str(Path(sys.executable))
@@ -407,3 +405,19 @@ def test_missing_torch_is_an_error_with_the_fix(inputs, model):
     proc = subprocess.run([PY, "-c", code, *args, "--overwrite"], capture_output=True, text=True, env=ENV,
                           cwd=inputs)
     assert proc.returncode == 1 and out.read_bytes() == b"earlier results"
+
+
+def test_an_unexpected_exception_still_ends_the_stream_with_error_and_done(inputs, model, monkeypatch):
+    from groundbreak.pipeline import local
+
+    def broken(*args, **kwargs):  # stands in for a bug anywhere in the run
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(local, "infer", broken)
+    result = invoke(base_args(inputs, model, "--events", "jsonl"))
+    assert result.exit_code == 1
+    events = events_of(result.stdout)
+    assert [e.type for e in events][-2:] == ["error", "done"]
+    assert events[-2].get("code") == "internal" and "KeyError" in events[-2].get("message")
+    assert "bug" in events[-2].get("hint") and events[-1].get("status") == "failed"
+    assert "Error: unexpected KeyError" in result.stderr

@@ -30,6 +30,6 @@ def test_throughput_is_remembered_per_model_and_threads(tmp_path, monkeypatch):
 
 def test_an_unwritable_cache_does_not_fail(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    monkeypatch.setenv("GROUNDBREAK_CACHE", str(tmp_path / "file" / "groundbreak"))
     remember_throughput("abc", 2, 1.0)  # no exception
     assert remembered_throughput("abc", 2) is None

@@ -38,16 +38,28 @@ def test_demo_runs_end_to_end_and_says_it_is_a_demo(tmp_path):
 
     gpkg = Path(result["outputs"]["gpkg"])
     layers = {name for name, _ in pyogrio.list_layers(gpkg)}
-    assert {"detections", "chips", "runs"} <= layers
+    assert {"detections", "chips", "runs", "sites", "site_observations"} <= layers
     assert pyogrio.read_info(gpkg, layer="detections")["features"] == stats["detections"]
 
     png = Image.open(result["outputs"]["quicklook"])
     assert png.width >= 640 and png.height >= 640
+    plot = Image.open(result["outputs"]["timelines"])
+    assert plot.width >= 600 and plot.height >= 300
 
-    # The default model on the demo world (seed 7, never used in training): issue 3's bar.
+    # The default model on the timeline demo world (timeline_spec(7): 10 dates, 7 sites with known
+    # starts; seed 7 was never used in training): the chip-level bar of issue 3 ...
     truth = stats["truth"]
     assert truth["f1"] >= 0.9, truth
+    # ... and issue 8's site-level bar: >= 90% of the sites found with the start within one
+    # revisit, no site reported where none was built.
+    sites = stats["sites"]
+    assert sites["truth_sites"] == 7 and stats["chips_dropped"]["cloud"] > 0
+    assert sites["share_found_within_one_revisit"] >= 0.9, sites
+    assert sites["false_sites"] == 0, sites
+    smart = Path(result["outputs"]["smart"])
+    assert len(list((smart / "site_models").glob("ZZ_R007_*.geojson"))) == sites["proposed_sites"]
     assert "DEMO" in proc.stderr  # the human summary (stderr) says it too
+    assert "sites         " in proc.stderr
 
 
 def test_default_model_package_is_a_declared_demo():

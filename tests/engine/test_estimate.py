@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.aoi import read_aois
@@ -14,8 +15,6 @@ from groundbreak.grid import grid_for
 from groundbreak.model import load_model_package
 from groundbreak.plan import make_plan
 from groundbreak.scene import discover_scenes
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from conftest import ORIGIN, write_scene
 from pyproj import Transformer
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
@@ -20,8 +21,6 @@ from groundbreak.plan import make_plan
 from groundbreak.scene import open_scene
 from groundbreak.view import SceneView
 
-from conftest import ORIGIN, write_scene
-
 GRID = ChipGrid(epsg=32614, chip_px=256, gsd=2.0)
 S = GRID.size_m  # 512 m
 C0, R1 = int(ORIGIN[0] // S), int(ORIGIN[1] // S)  # chip col of the scenes' left edge, row above their top
@@ -29,7 +28,8 @@ C0, R1 = int(ORIGIN[0] // S), int(ORIGIN[1] // S)  # chip col of the scenes' lef
 
 def _lonlat(geom_utm, epsg: int = 32614):
     t = Transformer.from_crs("EPSG:%d" % epsg, "EPSG:4326", always_xy=True)
-    return shapely.transform(shapely.segmentize(geom_utm, 16.0), lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    return shapely.transform(shapely.segmentize(geom_utm, 16.0),
+                             lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
 
 
 def _aoi(aoi_id: str, geom_utm) -> AOI:
@@ -167,7 +167,8 @@ def test_same_ground_square_on_shifted_and_reprojected_scenes(tmp_path):
     first = write_scene(tmp_path / "s_20240501.tif", bright_box=bright_px(ORIGIN))
     # A later date whose pixel grid is off by (+3 m, -5 m): 1.5 and 2.5 pixels.
     shifted_origin = (x0 + 3.0, y1 - 5.0)
-    second = write_scene(tmp_path / "s_20240601.tif", origin=shifted_origin, seed=1, bright_box=bright_px(shifted_origin))
+    second = write_scene(tmp_path / "s_20240601.tif", origin=shifted_origin, seed=1,
+                         bright_box=bright_px(shifted_origin))
     # The first date again, delivered in the neighbouring UTM zone at 2.5 m.
     third = _write_reprojected(first, tmp_path / "s_20240701.tif", 32613, 2.5)
 

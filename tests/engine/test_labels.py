@@ -101,7 +101,8 @@ def test_plugin_review_export_layer(tmp_path):
     # What plugin Review -> Export writes: layer "labels", label int 1/0, date, chip_id, scene_id, source.
     chip = box(500224.0, 5209600.0, 500736.0, 5210112.0)
     path = _layer(tmp_path / "review.gpkg", {
-        "label": [1, 0], "date": ["2024-05-09", "2023-06-14"], "chip_id": ["32614_512_977_10174", "32614_512_978_10174"],
+        "label": [1, 0], "date": ["2024-05-09", "2023-06-14"],
+        "chip_id": ["32614_512_977_10174", "32614_512_978_10174"],
         "scene_id": ["s1", "s2"], "source": ["review", "review"],
     }, [chip, shapely.affinity.translate(chip, 512)], layer="labels")
     labels = read_labels(path)
@@ -152,3 +153,10 @@ def test_missing_label_field_and_missing_file(tmp_path):
         read_labels(path)
     with pytest.raises(MissingFileError):
         read_labels(tmp_path / "absent.gpkg")
+
+
+def test_smart_observation_without_a_date_is_an_error_naming_the_field(tmp_path):
+    path = _smart(tmp_path / "US_R001_9004.geojson", "positive_annotated",
+                  [("2016-01-10", "No Activity"), (None, "Site Preparation")])
+    with pytest.raises(LabelError, match=r"US_R001_9004.geojson: observation 2 has no 'observation_date'"):
+        read_labels(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+from conftest import ORIGIN, write_scene
 from pyproj import Transformer
 from shapely.geometry import box
 
@@ -14,15 +15,14 @@ from groundbreak.grid import ChipGrid
 from groundbreak.plan import make_plan
 from groundbreak.scene import open_scene
 
-from conftest import ORIGIN, write_scene
-
 GRID = ChipGrid(epsg=32614, chip_px=256, gsd=2.0)
 X0, Y1 = ORIGIN
 TO_LL = Transformer.from_crs("EPSG:32614", "EPSG:4326", always_xy=True)
 
 
 def aoi(aoi_id, geom):
-    ll = shapely.transform(shapely.segmentize(geom, 20.0), lambda xy: np.column_stack(TO_LL.transform(xy[:, 0], xy[:, 1])))
+    ll = shapely.transform(shapely.segmentize(geom, 20.0),
+                           lambda xy: np.column_stack(TO_LL.transform(xy[:, 0], xy[:, 1])))
     return AOI(aoi_id, ll, "test", "EPSG:32614")
 
 

@@ -7,8 +7,17 @@ import math
 
 import pytest
 
-from groundbreak.protocol import (PROTOCOL_VERSION, REQUIRED, LineBuffer, ProtocolError, cancel_message, encode,
-                                  is_cancel, make_event, parse_line)
+from groundbreak.protocol import (
+    PROTOCOL_VERSION,
+    REQUIRED,
+    LineBuffer,
+    ProtocolError,
+    cancel_message,
+    encode,
+    is_cancel,
+    make_event,
+    parse_line,
+)
 
 
 def test_every_type_round_trips():
@@ -50,8 +59,9 @@ def test_nan_is_not_json():
 
 
 def test_numpy_and_paths_encode():
-    import numpy as np
     from pathlib import Path
+
+    import numpy as np
 
     line = encode(make_event("result", 0, outputs={"gpkg": Path("/x/out.gpkg")}, stats={"n": np.int64(3)}, cost={}))
     assert json.loads(line)["stats"]["n"] == 3 and json.loads(line)["outputs"]["gpkg"] == "/x/out.gpkg"

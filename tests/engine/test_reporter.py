@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import time
 
-import pytest
-
 from groundbreak.protocol import cancel_message, parse_line
 from groundbreak.reporter import CancelToken, Reporter, watch_stdin
 

@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyogrio
 import pytest
-from shapely.geometry import box
-
 from conftest import ORIGIN, write_aoi, write_scene
+from shapely.geometry import box
 
 X0, Y1 = ORIGIN
 ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}

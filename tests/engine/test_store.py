@@ -28,7 +28,8 @@ def _chip(col: int, row: int, *, scene: str = "s1", status: str = "inferred", sc
 def _det(col: int, row: int, *, scene: str = "s1", score: float = 0.7, wkb=None) -> DetectionRecord:
     return DetectionRecord(
         chip_id=GRID.chip_id(col, row), aoi_id="a", scene_id=scene, date="2024-05-01", score=score,
-        label="construction", model_id="m", geometry_wkb=wkb if wkb is not None else shapely.to_wkb(GRID.polygon(col, row)),
+        label="construction", model_id="m",
+        geometry_wkb=wkb if wkb is not None else shapely.to_wkb(GRID.polygon(col, row)),
     )
 
 
@@ -74,7 +75,8 @@ def test_spatial_index_and_extents_after_finalize(store):
     path = str(store.path)
     x0, y0, _, y1 = GRID.bounds(977, 10175)
     x1 = GRID.bounds(980, 10175)[2]
-    rows = dict((r[0], r[1:]) for r in _rows(store.path, "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents"))
+    extents = _rows(store.path, "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents")
+    rows = {r[0]: r[1:] for r in extents}
     assert rows["chips"] == pytest.approx((x0, y0, x1, y1))
     assert rows["detections"] == pytest.approx(GRID.bounds(980, 10175))
     assert pyogrio.read_info(path, layer="chips")["total_bounds"] == pytest.approx((x0, y0, x1, y1))
@@ -88,7 +90,7 @@ def test_a_batch_is_atomic(store, tmp_path):
     # A failure after the batch's chips went in (a detection that cannot be encoded) must leave
     # neither the chips nor the detections of that batch, and the store usable.
     bad = _det(979, 10175, wkb=b"\x00garbage")
-    with pytest.raises(Exception):
+    with pytest.raises(shapely.errors.GEOSException):  # the detection's WKB cannot be parsed
         store.commit([_chip(978, 10175), _chip(979, 10175)], [_det(978, 10175), bad], run_id="r1")
     assert _rows(store.path, "SELECT chip_id FROM chips") == [(GRID.chip_id(977, 10175),)]
     assert _rows(store.path, "SELECT COUNT(*) FROM detections") == [(0,)]
@@ -112,7 +114,8 @@ def test_one_row_per_scene_and_chip(store):
 
 
 def test_runs_table_records_attempts(store):
-    a1 = store.start_attempt(run_id="r1", fingerprint="f", started="t0", row={"params": {"min_valid": 0.5}, "model_demo": True})
+    a1 = store.start_attempt(run_id="r1", fingerprint="f", started="t0",
+                             row={"params": {"min_valid": 0.5}, "model_demo": True})
     store.finish_attempt("r1", a1, status="cancelled", finished="t1", row={"stats": {"chips_inferred": 3}})
     a2 = store.start_attempt(run_id="r1", fingerprint="f", started="t2", row={})
     assert (a1, a2) == (1, 2)

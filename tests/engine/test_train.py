@@ -1,35 +1,22 @@
-"""Training: chips as a run sees them, targets, the place-held-out split, a tiny run, resume, fine-tune."""
+"""Training: the place-held-out split, a tiny run, resume, fine-tune, configuration errors, the CLI."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
-import shapely
-from shapely.geometry import box
 
-from groundbreak.grid import ChipGrid
-from groundbreak.labels import IGNORE, NEGATIVE, POSITIVE, LabelPolygon, LabelSet, read_labels
+from groundbreak.chipset import ChipSet, build_chip_set, load_scenes
+from groundbreak.labels import read_labels
+from groundbreak.metrics import best_threshold
 from groundbreak.modelpack import DEFAULT_DTYPE_SCALING, DEFAULT_MEAN, DEFAULT_STD
-from groundbreak.train import (
-    ChipSet,
-    SceneChips,
-    TrainConfig,
-    average_precision,
-    best_threshold,
-    build_chip_set,
-    chip_targets,
-    extract_scene_chips,
-    load_scenes,
-    split_by_place,
-    train,
-)
+from groundbreak.train import TrainConfig, split_by_place, train
 
-GRID = ChipGrid(epsg=32614, chip_px=256, gsd=2.0)
+#: split_by_place(groups, 0.3, seed=0) as the original implementation drew it (see the test below).
+PINNED_VAL = ["block:32614:0:0", "block:32614:5:0", "block:32614:8:0", "block:32614:9:0", "block:32614:11:0",
+              "site:a"]
 TINY = TrainConfig(architecture="resnet18-w8", epochs=2, steps_per_epoch=2, batch_size=4, lr=3e-3, seed=3,
                    val_fraction=0.3, patience=5, threads=2)
 
@@ -48,86 +35,6 @@ def chipset(world, tmp_path_factory) -> ChipSet:
                           scaling=DEFAULT_DTYPE_SCALING, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def _lonlat(geom):
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs("EPSG:32614", "EPSG:4326", always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-
-
-def _scene_chips(cols, rows, date=_dt.date(2024, 5, 9)) -> SceneChips:
-    n = len(cols)
-    return SceneChips("s", date, "uint16", 32614, np.zeros((n, 4, 8, 8), np.uint16), np.asarray(cols),
-                      np.asarray(rows), np.ones(n, np.float32), {})
-
-
-def test_chip_targets_follow_the_one_percent_rule_and_fill_cells():
-    s = GRID.size_m
-    c0, r0 = 977, 10173
-    x0, y0 = c0 * s, r0 * s
-    # covers the eastern half of chip (c0, r0) and 0.5% (a 2.56 m strip) of its eastern neighbour
-    site = box(x0 + s / 2, y0, x0 + s + 2.56, y0 + s)
-    small = box(x0 + 2 * s, y0, x0 + 2 * s + 0.03 * s, y0 + 0.5 * s)  # 1.5% of chip (c0 + 2, r0)
-    day = _dt.date(2024, 5, 9)
-    labels = LabelSet((
-        LabelPolygon(_lonlat(site), POSITIVE, day, day, "site-a", "t"),
-        LabelPolygon(_lonlat(small), POSITIVE, day, day, "", "t"),
-        LabelPolygon(_lonlat(box(x0 + 3 * s, y0, x0 + 4 * s, y0 + s)), IGNORE, day, day, "", "t"),
-        LabelPolygon(_lonlat(box(x0, y0 + s, x0 + s, y0 + 2 * s)), POSITIVE, day + _dt.timedelta(1), day + _dt.timedelta(1), "", "t"),
-    ), ("t",))
-    chips = _scene_chips([c0, c0 + 1, c0 + 2, c0 + 3, c0], [r0, r0, r0, r0, r0 + 1])
-    t = chip_targets(chips, GRID, labels)
-    # positive, 0.5% (negative), 1.5% (positive), ignored (left out), positive only on another date (negative)
-    assert t.chip.tolist() == [1, 0, 1, -1, 0]
-    # cells: the eastern 8 columns of chip 0 are covered, the western ones not; 2.56 m of a 32 m cell
-    assert t.cells[0][:, 8:].min() > 0.99 and t.cells[0][:, :8].max() < 1e-3
-    assert t.cells[1][:, 0] == pytest.approx(np.full(16, 0.08), abs=0.01) and t.cells[1][:, 1:].max() < 1e-3
-    # row 0 is north: the 15.36 m strip fills the southern half of column 0 to 15.36 / 32
-    assert t.cells[2][8:, 0] == pytest.approx(np.full(8, 0.48), abs=0.01) and t.cells[2][:8].max() < 1e-3
-    assert t.cells[4].max() < 1e-6  # touches the site only through reprojection rounding
-    # the site is one place, whichever block its chips fall in; other chips get their grid block
-    assert t.groups[0] == t.groups[1] == "site:site-a"
-    assert t.groups[4].startswith("block:32614:")
-    assert chip_targets(chips, GRID, labels, negative=True).chip.tolist() == [0] * 5
-    sparse = chip_targets(chips, GRID, labels, unlabelled="ignore")
-    assert sparse.chip.tolist()[4] == -1  # nothing labelled touches it on this date
-
-
-def test_chips_are_screened_exactly_as_a_run_screens_them(world, tmp_path):
-    from groundbreak.aoi import read_aois
-    from groundbreak.grid import grid_for
-    from groundbreak.modelpack import make_random_package
-    from groundbreak.pipeline import RunOptions, run_detection
-    from groundbreak.plan import make_plan
-    from groundbreak.scene import discover_scenes
-    import sqlite3
-
-    scene = discover_scenes([str(world.scene_paths[0])])[0]
-    chips, grid = extract_scene_chips(scene, min_valid=0.5, cache_dir=tmp_path / "cache")
-    again, _ = extract_scene_chips(scene, min_valid=0.5, cache_dir=tmp_path / "cache")  # from the cache
-    assert np.array_equal(again.data, chips.data) and again.dropped == chips.dropped
-    assert len(list((tmp_path / "cache" / "chips").iterdir())) == 1
-
-    # the same scene through `groundbreak run` (AOI = the scene's footprint, as training plans it)
-    pkg = make_random_package(tmp_path / "pkg", width=8)
-    from groundbreak.train import scene_grid
-
-    _, aoi = scene_grid(scene, chip_px=256, gsd=2.0)
-    plan = make_plan([aoi], [scene], grid)
-    out = tmp_path / "run.gpkg"
-    run_detection(plan, pkg, out, options=RunOptions(min_valid=0.5, runtime="eager"))
-    conn = sqlite3.connect(out)
-    rows = conn.execute("SELECT chip_id, status FROM chips").fetchall()
-    conn.close()
-    inferred = sorted(c for c, s in rows if s == "inferred")
-    assert sorted(chips.chip_ids(grid)) == inferred
-    dropped = {}
-    for _, s in rows:
-        if s != "inferred":
-            dropped[s] = dropped.get(s, 0) + 1
-    assert chips.dropped == dropped and sum(dropped.values()) > 0  # the world has a nodata edge
-
-
 def test_split_holds_out_whole_places():
     groups = [f"block:32614:{i % 7}:{i % 3}" for i in range(200)] + ["site:a"] * 9 + ["site:b"] * 5
     train_idx, val_idx = split_by_place(groups, 0.3, seed=0)
@@ -136,28 +43,10 @@ def test_split_holds_out_whole_places():
     assert 0 < len(val_idx) < len(groups)
     again = split_by_place(groups, 0.3, seed=0)
     assert np.array_equal(again[1], val_idx)
-    assert not np.array_equal(split_by_place(groups, 0.3, seed=1)[1], val_idx) or len(set(groups)) < 3
-
-
-def test_world_chipset_has_positives_and_places(world, chipset):
-    s = chipset.summary()
-    assert s["positives"] >= 2 and s["chips"] > s["positives"]
-    assert chipset.x.dtype == np.float16 and chipset.x.shape[1:] == (4, 256, 256)
-    # a positive chip-date belongs to its site's place on every date
-    pos_groups = {chipset.groups[i] for i in np.flatnonzero(chipset.y > 0.5)}
-    assert all(g.startswith("site:") for g in pos_groups)
-    train_idx, val_idx = split_by_place(chipset.groups, 0.3, seed=3)
-    assert not {chipset.groups[i] for i in train_idx} & {chipset.groups[i] for i in val_idx}
-    assert not {chipset.chip_ids[i] for i in train_idx} & {chipset.chip_ids[i] for i in val_idx}
-
-
-def test_metrics_known_answers():
-    y = np.array([1, 0, 1, 0])
-    s = np.array([0.9, 0.8, 0.7, 0.1])
-    assert average_precision(y, s) == pytest.approx((1 + 2 / 3) / 2)
-    assert np.isnan(average_precision(np.zeros(3), np.ones(3)))
-    t, f1 = best_threshold(y, s)
-    assert f1 == pytest.approx(0.8) and 0.1 < t <= 0.7
+    # the seed chooses which places are held out (23 places: two seeds drawing the same set would be a bug)
+    other = split_by_place(groups, 0.3, seed=1)[1]
+    assert {groups[i] for i in other} != {groups[i] for i in val_idx}
+    assert split_by_place(groups, 0.0, seed=0)[1].size == 0
 
 
 def _val_loss(net, data, idx):
@@ -166,10 +55,18 @@ def _val_loss(net, data, idx):
     return _predict(net, data, idx)[1]
 
 
+def test_split_is_the_recorded_seeded_hash():
+    # Pinned: the default model's recorded split (and so its figures) depends on this exact rule.
+    groups = ["block:32614:%d:0" % i for i in range(12)] + ["site:a", "site:b"]
+    _, val_idx = split_by_place(groups, 0.3, seed=0)
+    assert [groups[i] for i in val_idx] == PINNED_VAL
+
+
 @pytest.mark.slow
 def test_tiny_training_lowers_validation_loss_and_writes_a_package(chipset, tmp_path):
     from groundbreak.model import load_model_package
-    from groundbreak.network import build_network
+    from groundbreak.network import build_network, load_weights
+    from groundbreak.train import _predict
 
     # a high rate so that six steps of four chips move the network measurably
     cfg = replace(TINY, epochs=2, steps_per_epoch=3, lr=0.01)
@@ -182,7 +79,12 @@ def test_tiny_training_lowers_validation_loss_and_writes_a_package(chipset, tmp_
     after = min(h["val_loss"] for h in result.history)
     assert after < before - 0.02, (before, [h["val_loss"] for h in result.history])
     pkg = load_model_package(tmp_path / "m")
-    assert pkg.demo and pkg.architecture == "resnet18-w8" and 0.2 <= pkg.threshold <= 0.9
+    assert pkg.demo and pkg.architecture == "resnet18-w8"
+    # the threshold is the one that maximises F1 on the validation chips with the written weights
+    scores, _ = _predict(load_weights(build_network(pkg.architecture, 4, seed=None), pkg.weights_path),
+                         chipset, val_idx)
+    threshold, f1 = best_threshold(chipset.y[val_idx], scores)
+    assert pkg.threshold == result.threshold == threshold and result.val_metrics["val_f1"] == pytest.approx(f1)
     card = pkg.card_path.read_text()
     assert "groundbreak train --test" in card and "DEMO" in card and "Split held out by place" in card
     doc = json.loads((tmp_path / "m" / "training.json").read_text())
@@ -235,3 +137,56 @@ def test_bad_configuration_is_a_usage_error(chipset, tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(OutputError, match="not empty"):
         train(TINY, chipset, tmp_path / "full")
+
+
+def test_train_and_evaluate_read_the_run_s_options():
+    from groundbreak.cli import evaluate, options, run
+    from groundbreak.cli import train as train_cli
+
+    def option(command, name):
+        return next(p for p in command.command.params if p.name == name)
+
+    # one definition of --band-order (scene.parse_band_order), --allow-resample, --min-valid, --threads
+    for name in ("band_order", "allow_resample", "min_valid", "threads"):
+        ref = option(run, name)
+        for cmd in (train_cli, evaluate):
+            got = option(cmd, name)
+            assert (got.opts, got.callback, got.default, got.help) == (ref.opts, ref.callback, ref.default, ref.help)
+    assert option(train_cli, "band_order").callback is options._band_order
+
+
+def test_cli_refuses_a_repeated_band_name_as_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from groundbreak.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "--negatives", str(tmp_path / "x.tif"), "--out", str(tmp_path / "m"),
+                                      "--band-order", "red,red,blue,nir"])
+    assert result.exit_code == 2 and "names red more than once" in result.output, result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_publish_end_to_end(world, tmp_path):
+    """The three commands wired together: train a package, score it, publish it with its report."""
+    from click.testing import CliRunner
+
+    from groundbreak.cli import cli
+    from groundbreak.model import load_model_package
+
+    runner = CliRunner()
+    data = ["--labels", str(world.labels_gpkg), "--scenes", *[str(p) for p in world.scene_paths]]
+    result = runner.invoke(cli, ["-q", "train", *data, "--out", str(tmp_path / "m"), "--epochs", "1",
+                                 "--steps-per-epoch", "1", "--batch-size", "4", "--demo", "--model-id", "cli-test"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["-q", "evaluate", "--model", str(tmp_path / "m"), *data, "--runtime", "eager",
+                                 "--out", str(tmp_path / "eval"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["chips"] == json.loads((tmp_path / "m" / "training.json").read_text())["data"]["chips"]
+    result = runner.invoke(cli, ["model", "publish", str(tmp_path / "m"), str(tmp_path / "pub"),
+                                 "world=%s" % (tmp_path / "eval" / "report.json")])
+    assert result.exit_code == 0, result.output
+    pub = load_model_package(tmp_path / "pub")
+    assert pub.model_id == "cli-test" and pub.metadata["properties"]["groundbreak:metrics"]["world_chips"] == \
+        summary["chips"]

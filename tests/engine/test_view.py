@@ -7,17 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import ORIGIN, write_scene
 from rasterio.enums import ColorInterp as CI
 from rasterio.transform import from_origin
 
 from groundbreak.grid import ChipGrid
-from groundbreak.pipeline import screen_unit
+from groundbreak.masks import CLOUD, NODATA, SHADOW, VALID, DropRule, class_fractions
+from groundbreak.pipeline import screen
 from groundbreak.plan import ChipRef, WorkUnit
-from groundbreak.masks import CLOUD, NODATA, SHADOW, VALID, class_fractions
 from groundbreak.scene import open_scene, select_bands
 from groundbreak.view import SceneView
-
-from conftest import ORIGIN, write_scene
 
 GRID = ChipGrid(epsg=32614, chip_px=256, gsd=2.0)
 C0, R1 = int(ORIGIN[0] // 512), int(ORIGIN[1] // 512)
@@ -114,7 +113,8 @@ def test_prefilter_never_drops_a_usable_chip(tmp_path, seed):
     try:
         exact = {r.chip_id: class_fractions(view.read_chip(r.col, r.row).classes)[VALID] for r in refs}
         for min_valid in (0.2, 0.5, 0.8, 1.0):
-            dropped, keep = screen_unit(view, unit, refs, scene=scene, grid=GRID, min_valid=min_valid, margin=0.15)
+            dropped, keep = screen(view, refs, scene=scene, grid=GRID, rule=DropRule(min_valid, 0.15),
+                                   unit_id=unit.unit_id)
             assert len(dropped) + len(keep) == len(refs)
             for rec in dropped:
                 assert exact[rec.chip_id] < min_valid, (rec.chip_id, exact[rec.chip_id], rec.valid_fraction)

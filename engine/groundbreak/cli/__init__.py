@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 import click
 
 from .. import __version__
-from ..errors import GroundbreakError
+from ..errors import GroundbreakError, InternalError
+
+#: Before the sub-commands (and with them rasterio, GDAL, …) are imported: the start-up a user waits
+#: for before a run starts, which ``plan`` includes in its time estimate.
+PROCESS_START = time.perf_counter()
 
 
 class _Group(click.Group):
@@ -27,12 +32,23 @@ class _Group(click.Group):
         except GroundbreakError as exc:
             _report(exc, ctx)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # A bug must still end the stream with error and done events, or a client waits forever.
+            logging.getLogger("groundbreak").exception("unexpected error")
+            _report(InternalError(
+                "unexpected %s: %s" % (type(exc).__name__, exc),
+                hint="this is a bug in Groundbreak: please report it with the traceback above (run with -v for "
+                     "more detail); outputs written so far are kept and a re-run resumes",
+            ), ctx)
+            ctx.exit(InternalError.exit_code)
 
 
 def _report(exc: GroundbreakError, ctx: click.Context) -> None:
     reporter = (ctx.obj or {}).get("reporter") if isinstance(ctx.obj, dict) else None
     if reporter is not None and reporter.streaming:
-        reporter.error(exc.code, exc.message, exc.hint, exc.retryable)
+        reporter.error(exc.code, exc.message, exc.hint, exc.retryable, problems=exc.problems)
         reporter.done("failed", exc.exit_code)
     click.echo("Error: %s" % exc.message, err=True)
     if exc.hint:
@@ -66,9 +82,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from . import demo, evaluate, info, model, plan, run, train
+    from . import demo, evaluate, info, model, plan, run, timeline, train
 
-    for module in (demo, info, plan, run, model, train, evaluate):
+    for module in (demo, info, plan, run, model, train, evaluate, timeline):
         cli.add_command(module.command)
 
 

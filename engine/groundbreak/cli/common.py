@@ -1,4 +1,4 @@
-"""Options and helpers shared by the sub-commands."""
+"""Helpers shared by the sub-commands: the reporter, cancellation, the model, the plan."""
 
 from __future__ import annotations
 
@@ -6,93 +6,12 @@ import os
 import signal
 import stat
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
-import click
-
-from ..cost import DEFAULT_PRICE_PER_HOUR
 from ..model import ModelPackage, load_model_package
 from ..plan import Plan, plan_inputs
 from ..reporter import CancelToken, Reporter, watch_stdin
-
-
-def _band_order(_ctx, _param, value: Optional[str]) -> Optional[Tuple[str, ...]]:
-    if not value:
-        return None
-    names = tuple(v.strip().lower() for v in value.split(",") if v.strip())
-    if not names:
-        raise click.BadParameter("give band names separated by commas, e.g. red,green,blue,nir")
-    return names
-
-
-def _int_list(_ctx, _param, value: Optional[str]) -> Optional[Tuple[int, ...]]:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("give integers separated by commas, e.g. 8,9,10") from None
-
-
-def mask_rules_from(params: dict):
-    """MaskRules from the --mask-* options (None when none was given)."""
-    from ..masks import MaskRules
-
-    keys = ("mask_pattern", "mask_kind", "mask_cloud_values", "mask_shadow_values", "mask_nodata_values")
-    if all(params.get(k) is None for k in keys):
-        return None
-    return MaskRules(pattern=params.get("mask_pattern"), kind=params.get("mask_kind"),
-                     cloud_values=params.get("mask_cloud_values"), shadow_values=params.get("mask_shadow_values"),
-                     nodata_values=params.get("mask_nodata_values"))
-
-
-def input_options(func: Callable) -> Callable:
-    """--aoi/--scenes/--model and friends, shared by plan and run."""
-    opts = [
-        click.option("--aoi", "aois", multiple=True, required=True, metavar="FILE",
-                     help="AOI polygons: any OGR vector file (GeoPackage, GeoJSON, Shapefile), any CRS. "
-                          "Repeat for more files; 'file.gpkg|layername=x' picks a layer."),
-        click.option("--scenes", "scenes", multiple=True, required=True, metavar="SCENE",
-                     help="GeoTIFF/COG paths or globs (quote them), folders, or STAC Item/ItemCollection/"
-                          "Catalog JSON. Repeat or list several after one --scenes."),
-        click.option("--model", "model_path", default=None, metavar="DIR",
-                     help="Model package folder (default: the bundled demo model)."),
-        click.option("--min-valid", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-                     help="Drop chips with a smaller clear, valid fraction before inference."),
-        click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256),
-                     help="CPU threads for inference."),
-        click.option("--price-per-hour", default=DEFAULT_PRICE_PER_HOUR, show_default=True,
-                     type=click.FloatRange(0), help="USD per node-hour for the cost figures (an example price "
-                     "by default)."),
-        click.option("--aoi-id-field", default=None, metavar="FIELD",
-                     help="AOI attribute holding its id (default: aoi_id, id, name, or the feature id)."),
-        click.option("--band-order", default=None, callback=_band_order, metavar="NAMES",
-                     help="The scenes' band order when their files don't label bands, e.g. red,green,blue,nir."),
-        click.option("--date", "date", default=None, metavar="YYYY-MM-DD",
-                     help="Acquisition date for a single scene whose file carries none."),
-        click.option("--grid-epsg", default=None, type=int, metavar="EPSG",
-                     help="Chip grid CRS (default: the UTM zone of the AOIs' centre)."),
-        click.option("--allow-resample", is_flag=True,
-                     help="Use scenes whose resolution is more than twice as coarse or fine as the model's "
-                          "(resampled onto its chip grid; scores on such imagery are not validated)."),
-        click.option("--mask-pattern", default=None, metavar="PATTERN",
-                     help="Sidecar mask file name next to each scene, {stem} = scene file stem, e.g. "
-                          "'{stem}.cloud.tif' (default: {stem}_udm2.tif, {stem}_SCL.tif, {stem}_mask.tif)."),
-        click.option("--mask-kind", type=click.Choice(["classes", "udm2"]), default=None,
-                     help="How to read a --mask-pattern sidecar: one band of class values, or Planet UDM2."),
-        click.option("--mask-cloud-values", default=None, callback=_int_list, metavar="V,V",
-                     help="Class values that mean cloud (e.g. 8,9,10 for Sentinel-2 SCL)."),
-        click.option("--mask-shadow-values", default=None, callback=_int_list, metavar="V,V",
-                     help="Class values that mean cloud shadow."),
-        click.option("--mask-nodata-values", default=None, callback=_int_list, metavar="V,V",
-                     help="Class values that mean no data."),
-        click.option("--events", type=click.Choice(["jsonl"]), default=None,
-                     help="Stream typed JSON-lines events on stdout (for QGIS and other clients)."),
-    ]
-    for opt in reversed(opts):
-        func = opt(func)
-    return func
-
+from .options import mask_rules_from
 
 VARIADIC = ("--scenes", "--aoi", "--labels", "--negatives")
 
@@ -129,12 +48,13 @@ def open_model(model_path: Optional[str], reporter: Reporter) -> ModelPackage:
     return model
 
 
-def load_inputs(*, aois: Sequence[str], scenes: Sequence[str], model: ModelPackage, aoi_id_field: Optional[str],
-                band_order, date: Optional[str], grid_epsg: Optional[int], reporter: Reporter,
-                mask_rules=None, allow_resample: bool = False) -> Plan:
-    return plan_inputs(list(aois), list(scenes), model, aoi_id_field=aoi_id_field, band_order=band_order,
-                       date=date, grid_epsg=grid_epsg, mask_rules=mask_rules, allow_resample=allow_resample,
-                       reporter=reporter)
+def plan_from(params: Dict[str, Any], model: ModelPackage, reporter: Reporter) -> Plan:
+    """The plan for a command's input options (``options.input_options``); consumes them from ``params``."""
+    rules = mask_rules_from(params)
+    return plan_inputs(list(params.pop("aois")), list(params.pop("scenes")), model,
+                       aoi_id_field=params.pop("aoi_id_field"), band_order=params.pop("band_order"),
+                       date=params.pop("date"), grid_epsg=params.pop("grid_epsg"), mask_rules=rules,
+                       allow_resample=params.pop("allow_resample"), reporter=reporter)
 
 
 def make_reporter(events: Optional[str], command: str) -> Reporter:
@@ -143,7 +63,7 @@ def make_reporter(events: Optional[str], command: str) -> Reporter:
     return Reporter(_protocol_stream(), command=command)
 
 
-def _protocol_stream():
+def _protocol_stream() -> TextIO:
     """Reserve stdout for protocol lines only.
 
     The real stdout file descriptor is duplicated for the reporter, then fd 1 (and ``sys.stdout``)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..pipeline import RunOptions
+from . import options
 from .common import install_cancel, make_reporter, open_model
 from .summary import print_run_summary, progress_listener
 
@@ -16,19 +17,18 @@ from .summary import print_run_summary, progress_listener
 @click.option("--out-dir", default="groundbreak-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where the detections GeoPackage and the quick-look PNG go.")
 @click.option("--seed", default=7, show_default=True, help="Demo world seed (the world is cached per seed).")
-@click.option("--model", "model_path", default=None, metavar="DIR", help="Model package (default: bundled demo model).")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--runtime", default=None,
-              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-bf16", "openvino-int8",
-                                 "torch-int8"]),
-              help="Inference runtime (default: the model package's choice).")
-@click.option("--events", type=click.Choice(["jsonl"]), default=None, help="JSON-lines events on stdout.")
+@options.model
+@options.threads
+@options.batch_size
+@options.runtime
+@options.events
 @click.pass_context
 def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events):
     """Generate a synthetic demo world and run the whole pipeline on it.
 
-    Writes OUT_DIR/detections.gpkg (open it in QGIS) and OUT_DIR/quicklook.png.
+    Writes OUT_DIR/detections.gpkg (open it in QGIS; it holds the sites too), OUT_DIR/quicklook.png,
+    OUT_DIR/timelines.png (score over time per site), OUT_DIR/smart/ (the sites as SMART site
+    models), OUT_DIR/truth/ (the world's truth as SMART) and OUT_DIR/sitescore/report.json.
 
     \b
     $ groundbreak demo
@@ -40,23 +40,34 @@ def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events
     ctx.obj["reporter"] = reporter
     cancel = install_cancel(events)
     model = open_model(model_path, reporter)
-    options = RunOptions(threads=threads, batch_size=batch_size, runtime=runtime)
+    run_options = RunOptions(threads=threads, batch_size=batch_size, runtime=runtime)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
-        result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=options,
+        result = run_demo(Path(out_dir).resolve(), seed=seed, model=model, options=run_options,
                           reporter=reporter, cancel=cancel)
-    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook)},
-                    {**result.run.stats, "truth": result.truth}, result.run.cost.to_dict())
+    reporter.result({"gpkg": str(result.run.output), "quicklook": str(result.quicklook),
+                     "timelines": str(result.timeline_png), "smart": str(result.smart_dir)},
+                    {**result.run.stats.to_dict(), "truth": result.truth, "sites": result.sites},
+                    result.run.cost.to_dict())
     if not ctx.obj.get("quiet"):
-        print_run_summary(result.run, model)
+        print_run_summary(result.run)
         t = result.truth
+        s: dict = dict(result.sites)
         click.echo(
             "  vs. truth     precision %.2f, recall %.2f, F1 %.2f on %d inferred chips (demo world labels)\n"
-            "  quick-look    %s\n  world         %s (synthetic, cached)\n"
+            "  sites         %d found of %d built (%d with the start within one revisit), %d reported where "
+            "none was built; site F1 %s (SMART scoring)\n"
+            "  start dates   error per found site, in revisits: %s (days: mean |error| %s, median %s, max %s)\n"
+            "  quick-look    %s\n  timelines     %s\n  SMART         %s (proposals), %s (truth)\n"
+            "  world         %s (synthetic, cached)\n"
             "  next          open %s in QGIS, or run `groundbreak run --help`"
-            % (t["precision"], t["recall"], t["f1"], t["chips_scored"], result.quicklook, result.world_dir,
-               result.run.output),
+            % (t["precision"], t["recall"], t["f1"], t["chips_scored"], s["found"], s["truth_sites"],
+               s["found_with_start_within_one_revisit"], s["false_sites"], s["f1"],
+               " ".join("%+d" % e if e is not None else "?" for e in s["start_error_revisits"]),
+               s["start_error_days"].get("mean_abs"), s["start_error_days"].get("median"),
+               s["start_error_days"].get("max_abs"), result.quicklook, result.timeline_png, result.smart_dir,
+               result.smart_dir.parent / "truth", result.world_dir, result.run.output),
             err=True,
         )
-    reporter.done(result.run.status, result.run.exit_code)
+    reporter.done(result.run.status.value, result.run.exit_code)
     ctx.exit(result.run.exit_code)

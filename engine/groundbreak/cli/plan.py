@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from ..estimate import estimate
-from .common import input_options, open_model, mask_rules_from, load_inputs, make_reporter
+from . import options
+from .common import make_reporter, open_model, plan_from
 from .summary import print_plan_summary
 
 
 @click.command("plan")
-@input_options
+@options.input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
 @click.pass_context
-def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, allow_resample, events, as_json, **mask_options):
+def command(ctx: click.Context, **params: Any) -> None:
     """What a run would do and cost, without running the model.
 
     Reads only the AOIs, scene headers and cheap decimated masks.
@@ -25,14 +26,14 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     $ groundbreak plan --aoi site.gpkg --scenes 'scenes/*.tif'
     $ groundbreak plan --aoi site.gpkg --scenes catalog.json --json --price-per-hour 0.25
     """
-    reporter = make_reporter(events, "plan")
+    reporter = make_reporter(params.pop("events"), "plan")
     ctx.obj["reporter"] = reporter
-    model = open_model(model_path, reporter)
-    plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
-                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
-                              mask_rules=mask_rules_from(mask_options), allow_resample=allow_resample)
+    as_json = params.pop("as_json")
+    model = open_model(params.pop("model_path"), reporter)
+    plan = plan_from(params, model, reporter)
     reporter.stage("screen", "estimating drops from decimated masks")
-    est = estimate(plan, model, min_valid=min_valid, threads=threads, price_per_hour=price_per_hour)
+    est = estimate(plan, model, min_valid=params["min_valid"], threads=params["threads"],
+                   price_per_hour=params["price_per_hour"])
     stats = est.stats()
     stats["model_id"] = model.model_id
     stats["model_demo"] = model.demo

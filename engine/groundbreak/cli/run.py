@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import PartialRunError, UsageError
-from ..pipeline import RunOptions, run_detection
-from .common import input_options, open_model, mask_rules_from, install_cancel, load_inputs, make_reporter
+from ..pipeline import RunOptions, RunStatus, run_detection
+from . import PROCESS_START, options
+from .common import install_cancel, make_reporter, open_model, plan_from
 from .summary import print_run_summary, progress_listener
 
 
 @click.command("run")
-@input_options
+@options.input_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output GeoPackage (resumes if it exists).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="Chips per forward pass.")
-@click.option("--runtime", default=None,
-              type=click.Choice(["auto", "eager", "torchscript", "openvino", "openvino-bf16", "openvino-int8",
-                                 "torch-int8"]),
-              help="Inference runtime (default: the model package's choice, normally auto = the fastest float "
-                   "runtime that matches eager fp32 within tolerance; int8 only when named).")
-@click.option("--readers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Reader threads for the I/O stage (decompression runs in parallel).")
-@click.option("--overwrite", is_flag=True, help="Replace --out instead of resuming into it.")
+@options.batch_size
+@options.runtime
+@options.force_runtime
+@options.readers
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out instead of resuming into it (the old file is replaced once the new run has "
+                   "committed its first batch).")
 @click.pass_context
-def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, aoi_id_field, band_order, date,
-            grid_epsg, allow_resample, events, out, batch_size, runtime, readers, overwrite, **mask_options):
+def command(ctx: click.Context, **params: Any) -> None:
     """Detect construction activity: plan, screen, infer in batches, write a GeoPackage.
 
     Re-running the same command after an interruption resumes without redoing finished chips.
@@ -39,28 +39,26 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
     $ groundbreak run --aoi a.geojson --aoi b.shp --scenes catalog.json --out out.gpkg --batch-size 64
     $ groundbreak run ... --events jsonl        # JSON lines on stdout for clients
     """
+    events = params.pop("events")
     reporter = make_reporter(events, "run")
     ctx.obj["reporter"] = reporter
     cancel = install_cancel(events)
+    out = str(params.pop("out"))
     out_path = Path(out).expanduser().resolve()
     if out_path.suffix.lower() != ".gpkg":
         raise UsageError("--out must be a .gpkg file (got %s)" % out, hint="e.g. --out detections.gpkg")
-
-    model = open_model(model_path, reporter)
-    plan = load_inputs(aois=aois, scenes=scenes, model=model, aoi_id_field=aoi_id_field,
-                              band_order=band_order, date=date, grid_epsg=grid_epsg, reporter=reporter,
-                              mask_rules=mask_rules_from(mask_options), allow_resample=allow_resample)
-    options = RunOptions(min_valid=min_valid, batch_size=batch_size, threads=threads,
-                         price_per_hour=price_per_hour, runtime=runtime, readers=readers,
-                         overwrite=overwrite)
+    model = open_model(params.pop("model_path"), reporter)
+    plan = plan_from(params, model, reporter)
+    run_options = RunOptions(**params)
     show_bar = not events and not ctx.obj.get("quiet") and sys.stderr.isatty()
     with progress_listener(reporter, enabled=show_bar):
-        result = run_detection(plan, model, out_path, options=options, reporter=reporter, cancel=cancel,
-                               command=" ".join(shlex.quote(a) for a in sys.argv))
-    reporter.result({"gpkg": str(result.output)}, result.stats, result.cost.to_dict())
+        result = run_detection(plan, model, out_path, options=run_options, reporter=reporter, cancel=cancel,
+                               command=" ".join(shlex.quote(a) for a in sys.argv),
+                               startup_s=time.perf_counter() - PROCESS_START)
+    reporter.result({"gpkg": str(result.output)}, result.stats.to_dict(), result.cost.to_dict())
     if not ctx.obj.get("quiet"):
-        print_run_summary(result, model)
-    if result.status == "partial":
+        print_run_summary(result)
+    if result.status is RunStatus.PARTIAL:
         failed = ", ".join("%s on %s" % (chip, scene) for scene, chip, _ in result.failed[:10])
         more = "" if len(result.failed) <= 10 else " and %d more" % (len(result.failed) - 10)
         err = PartialRunError(
@@ -71,5 +69,5 @@ def command(ctx, aois, scenes, model_path, min_valid, threads, price_per_hour, a
         if reporter.streaming:
             reporter.warning(err.code, err.message, err.hint)
         click.echo("Error: %s\nHint: %s" % (err.message, err.hint), err=True)
-    reporter.done(result.status, result.exit_code)
+    reporter.done(result.status.value, result.exit_code)
     ctx.exit(result.exit_code)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import sys
+from typing import Any, Iterator, Optional
 
 import click
 
+from ..estimate import Estimate
+from ..pipeline import RunResult
+from ..protocol import Event
 from ..reporter import Reporter
 
 
@@ -16,33 +20,37 @@ def _fmt_usd(value) -> str:
     return "$%.6f" % value if value < 0.01 else "$%.4f" % value
 
 
-def print_run_summary(result, model) -> None:
+def print_run_summary(result: RunResult) -> None:
     s = result.stats
     c = result.cost
-    d = s["chips_dropped"]
+    d = s.chips_dropped
     dropped = sum(d.values())
     lines = [
         "",
-        "Groundbreak run %s  (%s)" % (s["run_id"], result.status),
+        "Groundbreak run %s  (%s)" % (s.run_id, result.status.value),
         "  output        %s" % result.output,
-        "  area          %.3f km² AOI, %.3f km² scanned over %d scene(s)" % (s["aoi_km2"], s["scanned_km2"], s["scenes"]),
+        "  area          %.3f km² AOI, %.3f km² scanned over %d scene(s)" % (s.aoi_km2, s.scanned_km2, s.scenes),
         "  chips         %d planned, %d dropped before inference (%d nodata, %d cloud, %d shadow), "
-        "%d inferred, %d failed" % (s["chips_planned"], dropped, d["nodata"], d["cloud"], d["shadow"],
-                                    s["chips_inferred"], s["chips_failed"]),
-        "  detections    %d (model %s%s)" % (s["detections"], s["model_id"], ", DEMO weights" if s["model_demo"] else ""),
-        "  speed         %s chips/s, %s km²/h, %.1f s wall, %.1f CPU-s, runtime %s, batch %d, %d thread(s)"
-        % (s["chips_per_s"], s["km2_per_h"], s["seconds"], s["cpu_seconds"], s["runtime"], s["batch_size"], s["threads"]),
+        "%d inferred, %d failed" % (s.chips_planned, dropped, d["nodata"], d["cloud"], d["shadow"],
+                                    s.chips_inferred, s.chips_failed),
+        "  detections    %d (model %s%s)" % (s.detections, s.model_id, ", DEMO weights" if s.model_demo else ""),
+        "  speed         %s chips/s, %s km²/h, %.1f s wall, %.1f CPU-s, runtime %s, forward batch %d, %d thread(s)"
+        % (s.chips_per_s, s.km2_per_h, s.seconds, s.cpu_seconds, s.runtime, s.forward_batch, s.threads),
         "  cost          %s this run, %s per km², at $%.3f per node-hour (example price; set --price-per-hour)"
         % (_fmt_usd(c.run_usd), _fmt_usd(c.per_km2_usd), c.price_per_hour),
     ]
-    if s["chips_resumed"]:
-        lines.insert(4, "  resumed       %d chip(s) were already done by an earlier attempt" % s["chips_resumed"])
-    if s["model_demo"]:
+    if s.chips_resumed:
+        lines.insert(4, "  resumed       %d chip(s) already done by an earlier attempt, %d new in this one"
+                     % (s.chips_resumed, s.chips_processed))
+    for r in s.resampled:
+        lines.append("  resampled     %s from %.2f m to the model's %.2f m grid"
+                     % (r["scene_id"], r["from_m"], r["to_m"]))
+    if s.model_demo:
         lines.append("  note          DEMO model: not validated on real construction imagery.")
     click.echo("\n".join(lines), err=True)
 
 
-def print_plan_summary(est) -> None:
+def print_plan_summary(est: Estimate) -> None:
     d = est.expected_dropped
     lines = [
         "",
@@ -59,32 +67,42 @@ def print_plan_summary(est) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-@contextlib.contextmanager
-def progress_listener(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
-    """A click progress bar fed by the reporter's progress events (terminals only)."""
-    if not enabled:
-        yield
-        return
-    state = {"bar": None, "done": 0}
+class _Bar:
+    """A click progress bar fed by progress events (created on the first one that has a total)."""
 
-    def listen(event) -> None:
+    def __init__(self) -> None:
+        self.bar: Optional[Any] = None
+        self.done = 0
+
+    def listen(self, event: Event) -> None:
         if event.type != "progress":
             return
         total = event.get("total") or 0
-        if state["bar"] is None and total:
-            state["bar"] = click.progressbar(length=total, label="chips", file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        if state["bar"] is not None:
-            step = event.get("done") - state["done"]
-            if step > 0:
-                state["bar"].update(step)
-                state["done"] = event.get("done")
+        if self.bar is None and total:
+            bar: Any = click.progressbar(length=int(total), label="chips", file=sys.stderr)
+            bar.__enter__()
+            self.bar = bar
+        step = (event.get("done") or 0) - self.done
+        if self.bar is not None and step > 0:
+            self.bar.update(step)
+            self.done = event.get("done")
 
-    previous = reporter._listener
-    reporter._listener = listen
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def progress_listener(reporter: Reporter, *, enabled: bool) -> Iterator[None]:
+    """A progress bar on stderr fed by the reporter's progress events (terminals only)."""
+    if not enabled:
+        yield
+        return
+    bar = _Bar()
+    previous = reporter.listener
+    reporter.listener = bar.listen
     try:
         yield
     finally:
-        reporter._listener = previous
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
+        reporter.listener = previous
+        bar.close()

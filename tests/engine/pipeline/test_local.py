@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
 from groundbreak.aoi import read_aois
@@ -22,8 +23,6 @@ from groundbreak.plan import make_plan
 from groundbreak.protocol import encode, parse_line
 from groundbreak.reporter import CancelToken, Reporter
 from groundbreak.scene import discover_scenes
-
-from conftest import ORIGIN, write_aoi, write_scene
 
 X0, Y1 = ORIGIN
 C0, R1 = int(X0 // 512), int(Y1 // 512)
@@ -111,9 +110,9 @@ def test_screening_counts_and_consistent_figures(tmp_path, model):
     result, events = run(plan, model, tmp_path / "out.gpkg")
     s = result.stats
     assert result.status == "ok" and result.exit_code == 0
-    assert s["chips_dropped"] == {"nodata": 3, "cloud": 2, "shadow": 1}
-    assert s["chips_inferred"] == 6 and s["chips_failed"] == 0
-    assert s["chips_planned"] == sum(s["chips_dropped"].values()) + s["chips_inferred"] + s["chips_failed"]
+    assert s.chips_dropped == {"nodata": 3, "cloud": 2, "shadow": 1}
+    assert s.chips_inferred == 6 and s.chips_failed == 0
+    assert s.chips_planned == sum(s.chips_dropped.values()) + s.chips_inferred + s.chips_failed
     rows = chips_of(tmp_path / "out.gpkg")
     assert len(rows) == 12
     by_cell = {r[1]: r for r in rows}
@@ -134,7 +133,7 @@ def test_screening_counts_and_consistent_figures(tmp_path, model):
     assert [d[:4] for d in dets] == expected
     assert 0 < len(dets) < 6, "pick a threshold inside the scores' spread"
     assert all(d[5] == model.positive_class and d[6] == model.model_id for d in dets)
-    assert s["detections"] == len(dets)
+    assert s.detections == len(dets)
     # The result the CLI sends is the same figures, and every event is valid on the wire.
     last = [e for e in events if e.type == "progress"][-1]
     assert last.get("done") == last.get("total") == 12
@@ -147,21 +146,21 @@ def test_screening_counts_and_consistent_figures(tmp_path, model):
     assert sorted((f["properties"]["scene_id"], f["properties"]["chip_id"]) for f in features) == [d[:2] for d in dets]
     assert all(e.get("crs") == "EPSG:32614" for e in events if e.type == "features")
     # Cost and rates are present and coherent.
-    assert s["aoi_km2"] == pytest.approx(2.028 * 1.516, rel=0.01)
+    assert s.aoi_km2 == pytest.approx(2.028 * 1.516, rel=0.01)
     assert result.cost.run_usd == pytest.approx(result.cost.seconds / 3600 * result.cost.price_per_hour)
-    assert s["chips_processed"] == 12 and s["chips_per_s"] > 0
+    assert s.chips_processed == 12 and s.chips_per_s > 0
     # Everything the issue asks the summary to state is in the result.
-    assert s["km2_per_h"] > 0 and s["cpu_seconds"] > 0 and s["seconds"] > 0 and s["peak_rss_mb"] > 0
+    assert s.km2_per_h > 0 and s.cpu_seconds > 0 and s.seconds > 0 and s.peak_rss_mb > 0
     assert result.cost.per_km2_usd > 0 and result.cost.run_usd > 0
-    assert s["scanned_km2"] == pytest.approx(s["aoi_km2"], rel=0.01)  # one scene covering the AOI
+    assert s.scanned_km2 == pytest.approx(s.aoi_km2, rel=0.01)  # one scene covering the AOI
 
 
 @pytest.mark.parametrize("min_valid, inferred", [(0.0, 12), (0.48, 7), (1.0, 5)])
 def test_min_valid_edges(tmp_path, model, min_valid, inferred):
     plan = make_inputs(tmp_path, [screening_scene(tmp_path)], model)
     result, _ = run(plan, model, tmp_path / "out.gpkg", min_valid=min_valid)
-    assert result.stats["chips_inferred"] == inferred
-    assert result.stats["chips_inferred"] + sum(result.stats["chips_dropped"].values()) == 12
+    assert result.stats.chips_inferred == inferred
+    assert result.stats.chips_inferred + sum(result.stats.chips_dropped.values()) == 12
 
 
 @pytest.mark.slow
@@ -203,10 +202,11 @@ def test_cancel_keeps_what_was_written_and_a_rerun_completes(tmp_path, model):
     assert set(r[:6] for r in partial) <= set(r[:6] for r in full)
     result2, _ = run(plan, model, tmp_path / "out.gpkg")
     assert result2.status == "ok"
-    assert result2.stats["chips_resumed"] == len(partial)
-    assert result2.stats["chips_processed"] == 12 - len(partial)
+    assert result2.stats.chips_resumed == len(partial)
+    assert result2.stats.chips_processed == 12 - len(partial)
     assert [r[:6] for r in chips_of(tmp_path / "out.gpkg")] == [r[:6] for r in full]
-    assert [d[:4] for d in detections_of(tmp_path / "out.gpkg")] == [d[:4] for d in detections_of(tmp_path / "full.gpkg")]
+    resumed_dets = [d[:4] for d in detections_of(tmp_path / "out.gpkg")]
+    assert resumed_dets == [d[:4] for d in detections_of(tmp_path / "full.gpkg")]
     conn = sqlite3.connect(str(tmp_path / "out.gpkg"))
     assert [r[0] for r in conn.execute("SELECT status FROM runs ORDER BY attempt")] == ["cancelled", "ok"]
     conn.close()
@@ -236,17 +236,17 @@ def test_a_corrupt_tile_fails_its_chip_only(tmp_path, model):
     bad = "32614_512_%d_%d" % (C0 + 2, R1 - 2)
     assert [(scene, chip) for scene, chip, _ in result.failed] == [("s_20240501", bad)]
     assert "s_20240501" in result.failed[0][2] and "window" in result.failed[0][2]
-    assert result.stats["chips_failed"] == 1 and result.stats["chips_inferred"] == 11
+    assert result.stats.chips_failed == 1 and result.stats.chips_inferred == 11
     rows = chips_of(tmp_path / "out.gpkg")
     assert [r[1] for r in rows if r[4] == "failed"] == [bad]
     # Re-running on the same (still corrupt) file retries only that chip, and records it once.
     again, _ = run(plan, model, tmp_path / "out.gpkg")
-    assert again.stats["chips_processed"] == 1 and again.status == "partial"
+    assert again.stats.chips_processed == 1 and again.status == "partial"
     assert len(chips_of(tmp_path / "out.gpkg")) == 12
     # Once the file is repaired, the same command finishes the job.
     path.write_bytes(original)
     fixed, _ = run(make_inputs(tmp_path, [path], model), model, tmp_path / "out.gpkg")
-    assert fixed.status == "ok" and fixed.stats["chips_processed"] == 1
+    assert fixed.status == "ok" and fixed.stats.chips_processed == 1
     assert [r[4] for r in chips_of(tmp_path / "out.gpkg")] == ["inferred"] * 12
 
 
@@ -265,7 +265,7 @@ def test_a_corrupt_mask_tile_fails_its_chip_only(tmp_path, model):
     assert result.status == "partial" and result.exit_code == 3
     assert [chip for _, chip, _ in result.failed] == ["32614_512_%d_%d" % (C0 + 2, R1 - 2)]
     assert "_mask.tif" in result.failed[0][2]
-    assert result.stats["chips_inferred"] == 11
+    assert result.stats.chips_inferred == 11
 
 
 def test_a_different_run_into_the_same_output_is_refused(tmp_path, model):
@@ -275,7 +275,7 @@ def test_a_different_run_into_the_same_output_is_refused(tmp_path, model):
         run(plan, model, tmp_path / "out.gpkg", min_valid=0.7)
     assert "--overwrite" in info.value.hint
     result, _ = run(plan, model, tmp_path / "out.gpkg", min_valid=0.7, overwrite=True)
-    assert result.stats["chips_resumed"] == 0 and result.status == "ok"
+    assert result.stats.chips_resumed == 0 and result.status == "ok"
 
 
 def test_band_mismatch_stops_before_any_output(tmp_path, model):
@@ -294,7 +294,7 @@ def test_runs_table_provenance(tmp_path, model):
     row = conn.execute("SELECT run_id, status, model_id, model_sha256, model_demo, params, inputs, stats, cost, "
                        "versions, finished FROM runs").fetchone()
     conn.close()
-    assert row[0] == result.stats["run_id"] and row[1] == "ok"
+    assert row[0] == result.stats.run_id and row[1] == "ok"
     assert row[2] == model.model_id and row[3] == model.sha256 and row[4] == 1
     params, inputs, stats, cost, versions = (json.loads(v) for v in row[5:10])
     assert params["min_valid"] == 0.5 and params["price_per_hour"] == 1.5 and params["grid_epsg"] == 32614
@@ -308,19 +308,25 @@ def test_a_changed_scene_file_resumes_the_same_run_with_a_warning(tmp_path, mode
     scene = screening_scene(tmp_path)
     out = tmp_path / "out.gpkg"
     cancel = CancelToken()
-    cancel.cancel("test: stop at once")  # the first attempt decides nothing
+
+    def stop_after_first_batch(event):
+        if event.type == "progress" and event.get("done") > 0:
+            cancel.cancel("test: stop after the first committed batch")
+
     first = run_detection(make_inputs(tmp_path, [scene], model), model, out,
-                          options=RunOptions(runtime="eager"), cancel=cancel)
-    assert first.status == "cancelled"
+                          options=RunOptions(runtime="eager", batch_size=2),
+                          reporter=Reporter(listener=stop_after_first_batch), cancel=cancel)
+    assert first.status == "cancelled" and 0 < first.stats.chips_processed < 12
     with rasterio.open(scene, "r+") as dst:  # e.g. the file was repaired: its header bytes change
         dst.update_tags(REPAIRED="yes")
     reporter = Reporter()
     second = run_detection(make_inputs(tmp_path, [scene], model), model, out,
                            options=RunOptions(runtime="eager"), reporter=reporter)
     assert second.status == "ok"
-    assert second.stats["run_id"] == first.stats["run_id"]
+    assert second.stats.run_id == first.stats.run_id
     assert [w["code"] for w in reporter.warnings].count("scene_changed") == 1
-    assert second.stats["chips_planned"] == second.stats["chips_processed"]
+    assert second.stats.chips_resumed == first.stats.chips_processed
+    assert second.stats.chips_planned == second.stats.chips_processed + second.stats.chips_resumed
 
 
 def test_activity_footprint_is_the_union_of_active_cells():
@@ -358,7 +364,7 @@ def test_every_detection_has_its_activity_inside_its_chip(tmp_path, model):
     scene = screening_scene(tmp_path)
     out = tmp_path / "out.gpkg"
     result = run_detection(make_inputs(tmp_path, [scene], model), model, out, options=RunOptions(runtime="eager"))
-    assert result.stats["detections"] > 0
+    assert result.stats.detections > 0
     info = pyogrio.read_info(out, layer="activity")
     assert info["geometry_type"] == "MultiPolygon" and info["crs"] == "EPSG:32614"
     conn = sqlite3.connect(out)
