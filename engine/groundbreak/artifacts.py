@@ -1,12 +1,14 @@
 """Runtime artifacts inside a model package: OpenVINO IR files, their hashes and validation records.
 
-A package may carry, next to its weights, the same network as OpenVINO IR (``<package>/openvino/``,
-fp32) and a validated int8 IR (``<package>/openvino-int8/``): graph and weights only, never code.
-``model.json`` lists them under ``groundbreak:artifacts`` (file names, sha256 of each file, the
-weights they were made from, the calibration data of an int8 IR) and as STAC assets with the
-``mlm:model`` role; ``groundbreak:runtime_validation`` holds what each runtime scored on held-out
-labelled chips. ``groundbreak.model`` reads and validates both; this module writes them. It never
-imports torch (only ``openvino``, to save IR).
+A package may carry, next to its weights, the same network as OpenVINO IR (``openvino.xml`` +
+``openvino.bin``, fp32) and a validated int8 IR (``openvino-int8.xml`` + ``.bin``): graph and weights
+only, never code. They sit at the package's top level, beside the weights, so tools that copy a
+package by its assets (``groundbreak model publish``) carry them. ``model.json`` lists them under
+``groundbreak:artifacts`` (file names, sha256 of each file, the weights they were made from, the
+calibration data and what each runtime scored with them) and as STAC assets with the ``mlm:model``
+role; ``groundbreak:runtime_validation`` holds the records refusals and ``auto`` act on.
+``groundbreak.model`` reads and validates both; this module writes them. It never imports torch
+(only ``openvino``, to save IR).
 """
 
 from __future__ import annotations
@@ -38,34 +40,30 @@ CARD_SECTION = "Runtimes"
 
 def write_ir(package: ModelPackage, name: str, model: Any, *, precision: str,
              calibration: Optional[Mapping[str, Any]] = None) -> ModelArtifact:
-    """Save ``model`` (an ``openvino.Model``) as the package's ``name`` artifact, in ``<package>/<name>/``.
+    """Save ``model`` (an ``openvino.Model``) as the package's ``name`` artifact: ``<name>.xml``/``.bin``.
 
-    The files are written into a temporary folder that replaces the old one in one rename, so a
-    reader sees the old IR or the new one, never a mixture. ``model.json`` is not changed here:
-    ``record`` lists the artifact once its validation is known.
+    Written beside and renamed into place (weights first, graph last). ``model.json`` is not changed
+    here, so until ``record`` lists the new hashes a reader that finds new files under old hashes
+    refuses them rather than running a mixture.
     """
     ov = import_openvino()
-    folder = package.root / name
+    xml, bin_ = package.root / f"{name}.xml", package.root / f"{name}.bin"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=package.root))
     try:
         ov.save_model(model, str(tmp / XML), compress_to_fp16=False)
-        for path in (tmp, tmp / XML, tmp / BIN):
+        for path in (tmp / XML, tmp / BIN):
             readable(path)
-        old = package.root / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp / BIN, bin_)
+        os.replace(tmp / XML, xml)
     except OSError as exc:
         raise OutputError(f"cannot write the {name} IR into {package.root}: {exc}",
                           hint="check the folder's permissions and free space") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ModelArtifact(
-        name=name, xml=f"{name}/{XML}", bin=f"{name}/{BIN}", xml_sha256=file_sha256(folder / XML),
-        bin_sha256=file_sha256(folder / BIN), weights_sha256=package.sha256, precision=precision,
-        openvino_version=library_version("openvino"), calibration=dict(calibration or {}),
+        name=name, xml=xml.name, bin=bin_.name, xml_sha256=file_sha256(xml), bin_sha256=file_sha256(bin_),
+        weights_sha256=package.sha256, precision=precision, openvino_version=library_version("openvino"),
+        calibration=dict(calibration or {}),
     )
 
 
@@ -88,7 +86,7 @@ def record(package: ModelPackage, *, artifacts: Iterable[ModelArtifact] = (),
         props["groundbreak:artifacts"] = listed
     records = {k: v for k, v in (props.get("groundbreak:runtime_validation") or {}).items() if k not in set(forget)}
     for rec in validation:
-        records[rec.runtime] = {k: v for k, v in asdict(rec).items() if k != "runtime" and v not in (None, "")}
+        records[rec.runtime] = validation_json(rec)
     props["groundbreak:runtime_validation"] = records
     if not records:
         del props["groundbreak:runtime_validation"]
@@ -115,9 +113,11 @@ def copy_artifacts(src: ModelPackage, dst: "str | Path") -> ModelPackage:
     if src.root.resolve() == out.root.resolve():
         return out
     for art in src.artifacts.values():
-        folder = Path(art.xml).parent
-        shutil.rmtree(out.root / folder, ignore_errors=True)
-        shutil.copytree(src.root / folder, out.root / folder)
+        for name in (art.bin, art.xml):
+            tmp = out.root / f".{Path(name).name}.partial"
+            shutil.copyfile(src.root / name, tmp)
+            readable(tmp)
+            os.replace(tmp, out.root / name)
     section = card_section(src.card_path.read_text(encoding="utf-8"), CARD_SECTION) if src.card_path.is_file() else ""
     return record(out, artifacts=src.artifacts.values(), validation=src.runtime_validation.values(),
                   card_text=section)
@@ -153,7 +153,14 @@ def _artifact_json(art: ModelArtifact) -> dict:
                  "openvino_version": art.openvino_version}
     if art.calibration:
         doc["calibration"] = dict(art.calibration)
+    if art.validation:
+        doc["validation"] = {runtime: validation_json(rec) for runtime, rec in art.validation.items()}
     return doc
+
+
+def validation_json(rec: RuntimeValidation) -> dict:
+    """A record as ``model.json`` stores it (without its runtime, which is the key; no empty fields)."""
+    return {k: v for k, v in asdict(rec).items() if k != "runtime" and v not in (None, "")}
 
 
 def _assets(art: ModelArtifact) -> dict:
@@ -190,4 +197,4 @@ def readable(path: Path) -> None:
 
 
 __all__ = ["CARD_FILE", "CARD_SECTION", "card_section", "copy_artifacts", "readable", "record", "replace_section",
-           "write_ir"]
+           "validation_json", "write_ir"]

@@ -138,9 +138,12 @@ def refusal(package: ModelPackage, runtime: str) -> Optional[RuntimeValidation]:
 
 
 def validated(package: ModelPackage, runtime: str) -> bool:
-    """True when the package records that ``runtime`` passed validation on labelled chips."""
+    """True when the package records that ``runtime`` passed validation on labelled chips (and the IR
+    it runs, if it carries its own record for that runtime, passed too: any failure counts)."""
     record = package.runtime_validation.get(runtime)
-    return record is not None and record.passed
+    artifact = package.artifact_for(runtime)
+    carried = artifact.validation.get(runtime) if artifact is not None else None
+    return record is not None and record.passed and (carried is None or carried.passed)
 
 
 def refused_error(package: ModelPackage, runtime: str, record: RuntimeValidation) -> UsageError:

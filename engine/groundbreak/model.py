@@ -95,6 +95,8 @@ class ModelArtifact:
     precision: str  # "fp32" | "int8"
     openvino_version: str = ""
     calibration: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: runtime -> what it scored with this IR, as measured when the IR was made (``quantize``).
+    validation: Mapping[str, "RuntimeValidation"] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,10 +605,14 @@ _VALIDATION_TEXT = ("reference_runtime", "data", "artifact", "note")
 
 
 def _parse_runtime_validation(top: _Fields) -> Mapping[str, RuntimeValidation]:
-    raw = top.get("groundbreak:runtime_validation", dict, default={}, what="an object {runtime: record}")
+    return _parse_validation(top, "groundbreak:runtime_validation")
+
+
+def _parse_validation(top: _Fields, field_name: str) -> Mapping[str, RuntimeValidation]:
+    raw = top.get(field_name, dict, default={}, what="an object {runtime: record}")
     out = {}
     for runtime, obj in raw.items():
-        where = f"groundbreak:runtime_validation.{runtime}"
+        where = f"{field_name}.{runtime}"
         if runtime not in RUNTIMES:
             raise top.fail(where, "names an unknown runtime", hint=f"runtimes: {', '.join(RUNTIMES)}")
         if not isinstance(obj, dict):
@@ -652,9 +658,10 @@ def _parse_artifacts(top: _Fields, root: Path) -> Mapping[str, ModelArtifact]:
         precision = art.get("precision", str)
         if precision not in ("fp32", "int8"):
             raise art.fail("precision", f"must be 'fp32' or 'int8', got {precision!r}")
+        carried = _parse_validation(art, "validation")
         out[name] = ModelArtifact(name=name, xml=files["xml"], bin=files["bin"], precision=precision,
                                   openvino_version=art.get("openvino_version", str, default=""),
-                                  calibration=art.get("calibration", dict, default={}), **hashes)
+                                  calibration=art.get("calibration", dict, default={}), validation=carried, **hashes)
     return out
 
 

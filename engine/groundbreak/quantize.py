@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -65,7 +65,7 @@ class RuntimeFigures:
 
     runtime: str
     f1: float
-    precision: float
+    precision: Optional[float]  # None: no chip predicted positive
     recall: float
     max_abs_dscore: float
     mean_abs_dscore: float
@@ -85,15 +85,17 @@ class QuantizeResult:
 
 
 def labelled_chips(package: ModelPackage, scenes: Sequence[Any], labels: Any, *, negatives: Sequence[Any] = (),
-                   min_valid: float = 0.5, description: str = "", seen_in_training: Optional[bool] = None,
-                   cache_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> Tuple[LabelledChips, Any]:
-    """Chips of ``scenes`` (labelled by ``labels``) and ``negatives`` as the package sees them, with the
+                   min_valid: float = 0.5, unlabelled: str = "negative", allow_resample: bool = False,
+                   description: str = "", seen_in_training: Optional[bool] = None, cache_dir: Optional[Path] = None,
+                   progress: Optional[Progress] = None) -> Tuple[LabelledChips, Any]:
+    """Chips of ``scenes`` (labelled by ``labels``) and ``negatives`` as the package sees them, through
+    the grid and screening of ``train`` and ``evaluate`` (``groundbreak.chipset``), with the
     ``ChipSet`` they came from (for a split by place)."""
-    from groundbreak.train import build_chip_set
+    from groundbreak.chipset import build_chip_set
 
     chip_set = build_chip_set(
         list(scenes), labels, negatives=list(negatives), mean=package.mean, std=package.std, scaling=package.scaling,
-        bands=package.bands, chip_px=package.chip_size, gsd=package.gsd, min_valid=min_valid, cache_dir=cache_dir,
+        spec=package, min_valid=min_valid, unlabelled=unlabelled, allow_resample=allow_resample, cache_dir=cache_dir,
         progress=progress,
     )  # fmt: skip
     ids = tuple(sorted(set(chip_set.scene_ids)))
@@ -181,7 +183,11 @@ def quantize_package(
         fig = _figures(runtime, scores, ref_scores, held_out.y, pkg.threshold)
         figures.append(fig)
         records.append(_record(fig, reference, held_out, max_f1_drop, art))
-    pkg = artifacts.record(pkg, validation=records,
+    # Each IR carries the validation of the runtimes that run it; runtime_validation holds the same
+    # records (the ones `auto` and refusals read; `groundbreak model publish` may re-measure them).
+    carried = [replace(arts[art], validation={r.runtime: r for r in records if dict(VALIDATED)[r.runtime] == art})
+               for art in arts]
+    pkg = artifacts.record(pkg, artifacts=carried, validation=records,
                            card_text=card_text(reference, figures, records, cal_doc, held_out, max_f1_drop))
     say("validate", 3, 3, {})
     return QuantizeResult(pkg, reference, tuple(figures), tuple(records), cal_doc, time.perf_counter() - t0)
@@ -194,7 +200,7 @@ def card_text(reference: RuntimeFigures, figures: Sequence[RuntimeFigures], reco
     lines = [
         f"Measured by `groundbreak model quantize` on held-out labelled chips: {held_out.description} "
         f"({len(held_out)} chips, {held_out.positives} with construction; {seen[held_out.seen_in_training]}). "
-        f"Reference: eager fp32, F1 {reference.f1:.3f} (precision {reference.precision:.3f}, recall "
+        f"Reference: eager fp32, F1 {reference.f1:.3f} (precision {_fmt(reference.precision)}, recall "
         f"{reference.recall:.3f}). A runtime passes when its F1 is at most {max_f1_drop:g} below the reference's; "
         "`auto` uses an int8 runtime only when it passed.",
         "",
@@ -203,7 +209,7 @@ def card_text(reference: RuntimeFigures, figures: Sequence[RuntimeFigures], reco
     ]
     verdict = {r.runtime: r.passed for r in records}
     for f in figures:
-        lines.append(f"| {f.runtime} | {f.f1:.3f} | {f.precision:.3f} | {f.recall:.3f} | {f.max_abs_dscore:.4f} | "
+        lines.append(f"| {f.runtime} | {f.f1:.3f} | {_fmt(f.precision)} | {f.recall:.3f} | {f.max_abs_dscore:.4f} | "
                      f"{f.mean_abs_dscore:.4f} | {'yes' if verdict.get(f.runtime) else 'no'} |")
     lines += ["", f"int8 calibration: {calibration['chips']} chips ({calibration['positive_chips']} with construction) "
               f"from {calibration['data']} ({seen[calibration.get('seen_in_training')]}); {calibration['method']}."]
@@ -260,15 +266,14 @@ def _scores(engine: Any, x: np.ndarray, *, batch: int = 16) -> np.ndarray:
 
 
 def _figures(runtime: str, scores: np.ndarray, ref: np.ndarray, y: np.ndarray, threshold: float) -> RuntimeFigures:
-    truth = y > 0.5
-    hit = scores >= threshold
-    tp, fp, fn = int(np.sum(hit & truth)), int(np.sum(hit & ~truth)), int(np.sum(~hit & truth))
+    from groundbreak.metrics import is_defined, scores_at
+
+    counts = scores_at(y, scores, threshold)  # the held-out set has positives: F1 and recall are defined
     delta = np.abs(scores.astype(np.float64) - ref.astype(np.float64))
     return RuntimeFigures(
-        runtime=runtime, f1=2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-        precision=tp / (tp + fp) if tp + fp else 0.0, recall=tp / (tp + fn) if tp + fn else 0.0,
-        max_abs_dscore=float(delta.max()) if len(delta) else 0.0,
-        mean_abs_dscore=float(delta.mean()) if len(delta) else 0.0,
+        runtime=runtime, f1=float(counts.f1), recall=float(counts.recall),
+        precision=float(counts.precision) if is_defined(counts.precision) else None,
+        max_abs_dscore=float(delta.max()), mean_abs_dscore=float(delta.mean()),
     )  # fmt: skip
 
 
@@ -279,8 +284,12 @@ def _record(fig: RuntimeFigures, reference: RuntimeFigures, held_out: LabelledCh
         reference_f1=round(reference.f1, 6), reference_runtime="eager", data=held_out.description,
         chips=len(held_out), max_abs_dscore=round(fig.max_abs_dscore, 6), mean_abs_dscore=round(fig.mean_abs_dscore, 6),
         max_f1_drop=max_f1_drop, seen_in_training=held_out.seen_in_training, artifact=artifact,
-        note=f"precision {fig.precision:.3f}, recall {fig.recall:.3f}; measured by groundbreak model quantize",
+        note=f"precision {_fmt(fig.precision)}, recall {fig.recall:.3f}; measured by groundbreak model quantize",
     )  # fmt: skip
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def summary_rows(result: QuantizeResult) -> List[Dict[str, Any]]:

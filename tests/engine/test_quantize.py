@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from groundbreak.chipset import load_scenes
 from groundbreak.errors import ModelError, OutputError, UsageError
 from groundbreak.labels import read_labels
 from groundbreak.model import MODEL_JSON, default_model_path, file_sha256, load_model_package
-from groundbreak.train import load_scenes
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -79,6 +79,7 @@ def test_the_package_carries_hash_checked_ir_and_the_figures(quantized):
     cal = pkg.artifacts["openvino-int8"].calibration
     assert cal["chips"] <= 32 and cal["positive_chips"] >= 1 and "world_1" in cal["data"]
     rec = pkg.runtime_validation["openvino-int8"]
+    assert pkg.artifacts["openvino-int8"].validation["openvino-int8"] == rec  # the IR carries its figures too
     assert rec.data == "test world 2 (unseen)" and rec.seen_in_training is False and rec.artifact == "openvino-int8"
     assert rec.chips == out["held_out_chips"] and rec.reference_runtime == "eager"
     assert rec.passed == (rec.f1 >= rec.reference_f1 - 0.01)
@@ -199,6 +200,18 @@ def test_republishing_carries_the_artifacts_over_only_for_the_same_weights(quant
     other = make_random_package(tmp_path / "other", seed=4)
     with pytest.raises(ModelError, match="weights differ"):
         copy_artifacts(pkg, other.root)
+
+
+def test_model_publish_carries_the_ir_files_and_the_runtimes_section(quantized, tmp_path):
+    from groundbreak.evaluate import publish
+    from groundbreak.inference import artifact_files
+
+    pkg, _, _ = quantized
+    out = publish(pkg.root, tmp_path / "published", {}, command="test")
+    assert out.artifacts == pkg.artifacts
+    for art in out.artifacts.values():
+        artifact_files(out, art)  # present and hash-checked in the published copy
+    assert "## Runtimes" in out.card_path.read_text()
 
 
 def test_held_out_chips_without_construction_are_refused(quantized):

@@ -38,6 +38,8 @@ from ..errors import UsageError
               help="Skip chips with a smaller clear, valid fraction (as in a run).")
 @click.option("--unlabelled", type=click.Choice(["negative", "ignore"]), default="negative", show_default=True,
               help="Chips of labelled scenes that no label touches: background (dense labels) or left out.")
+@click.option("--allow-resample", is_flag=True,
+              help="Use scenes outside [0.5x, 2x] of the model's GSD, resampled onto its grid (as train/evaluate).")
 @click.option("--band-order", default=None, metavar="NAMES",
               help="Band order of unlabelled files, e.g. red,green,blue,nir.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration draw and the split.")
@@ -51,8 +53,8 @@ def command(ctx: click.Context, model: Optional[str], labels: Sequence[str], sce
             negatives: Sequence[str], holdout_labels: Sequence[str], holdout_scenes: Sequence[str],
             holdout_negatives: Sequence[str], holdout_name: str, holdout_fraction: float, holdout_seen: Optional[bool],
             calibration_seen: Optional[bool], calibration_chips: int, max_f1_drop: float, min_valid: float,
-            unlabelled: str, band_order: Optional[str], seed: int, threads: int, out: Optional[str], overwrite: bool,
-            as_json: bool) -> None:
+            unlabelled: str, allow_resample: bool, band_order: Optional[str], seed: int, threads: int,
+            out: Optional[str], overwrite: bool, as_json: bool) -> None:
     """Calibrate int8 on real chips, validate it on held-out labelled chips, store it in the package.
 
     Chips are drawn through the same grid and screening as `groundbreak train` and `evaluate`.
@@ -66,10 +68,10 @@ def command(ctx: click.Context, model: Optional[str], labels: Sequence[str], sce
     $ groundbreak model quantize models/mine --labels a/labels.gpkg --scenes a/scenes \\
         --holdout-labels b/labels.gpkg --holdout-scenes b/scenes --holdout-unseen --out models/mine-int8
     """
+    from ..chipset import load_scenes
     from ..labels import read_labels
     from ..model import load_model_package
     from ..quantize import labelled_chips, quantize_package, split_held_out, summary_rows
-    from ..train import load_scenes
     from .train import StderrProgress
 
     obj = ctx.obj if isinstance(ctx.obj, dict) else {}
@@ -85,13 +87,14 @@ def command(ctx: click.Context, model: Optional[str], labels: Sequence[str], sce
     progress = StderrProgress(enabled=not quiet)
     cal_chips, cal_set = labelled_chips(
         package, load_scenes(list(scenes), band_order=order), read_labels(list(labels)),
-        negatives=load_scenes(list(negatives), band_order=order), min_valid=min_valid,
-        seen_in_training=calibration_seen, progress=progress)  # fmt: skip
+        negatives=load_scenes(list(negatives), band_order=order), min_valid=min_valid, unlabelled=unlabelled,
+        allow_resample=allow_resample, seen_in_training=calibration_seen, progress=progress)  # fmt: skip
     if holdout_scenes:
         held_out, _ = labelled_chips(
             package, load_scenes(list(holdout_scenes), band_order=order), read_labels(list(holdout_labels)),
             negatives=load_scenes(list(holdout_negatives), band_order=order), min_valid=min_valid,
-            description=holdout_name, seen_in_training=holdout_seen, progress=progress)  # fmt: skip
+            unlabelled=unlabelled, allow_resample=allow_resample, description=holdout_name,
+            seen_in_training=holdout_seen, progress=progress)  # fmt: skip
         calibration = cal_chips
     else:
         calibration, held_out = split_held_out(cal_set, cal_chips, fraction=holdout_fraction, seed=seed)
@@ -111,8 +114,9 @@ def command(ctx: click.Context, model: Optional[str], labels: Sequence[str], sce
     lines = ["", "Runtimes of %s on %d held-out chips (%d with construction): %s"
              % (result.package.model_id, len(held_out), held_out.positives, held_out.description)]
     for r in rows:
-        lines.append("  %-14s F1 %.3f  precision %.3f  recall %.3f  max |dscore| %.4f  mean %.4f  %s" % (
-            r["runtime"], r["f1"], r["precision"], r["recall"], r["max_abs_dscore"], r["mean_abs_dscore"],
+        precision = "n/a" if r["precision"] is None else "%.3f" % r["precision"]
+        lines.append("  %-14s F1 %.3f  precision %s  recall %.3f  max |dscore| %.4f  mean %.4f  %s" % (
+            r["runtime"], r["f1"], precision, r["recall"], r["max_abs_dscore"], r["mean_abs_dscore"],
             "reference" if r["runtime"] == "eager" else ("passed" if r["passed"] else "FAILED")))
     lines.append("written: %s (%.0f s)" % (result.package.root, result.seconds))
     click.echo("\n".join(lines), err=True)
