@@ -470,7 +470,8 @@ class Predictor:
             return None
         versions = [ovr.library_version(d) for d in ("torch", "openvino", "nncf")]
         if name == "openvino-int8":
-            parts = [self.package.sha256, self.package.architecture, *versions, "int8", self.calibration_size,
+            # "int8-2": the calibration method (histogram ranges, mixed preset); bump when it changes.
+            parts = [self.package.sha256, self.package.architecture, *versions, "int8-2", self.calibration_size,
                      self._calibration_digest()]  # fmt: skip
             folder = self._cache_entry("openvino-int8", gbcache.digest(parts), "")
         else:

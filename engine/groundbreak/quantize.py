@@ -164,8 +164,7 @@ def quantize_package(
     int8 = tr.quantize_openvino(fp32, cal_x)
     cal_doc = {"data": calibration.description, "chips": int(len(pick)),
                "positive_chips": int(np.sum(calibration.y[pick] > 0.5)), "seed": seed,
-               "seen_in_training": calibration.seen_in_training, "method": "NNCF post-training static int8, "
-               "fast bias correction, heads in fp32"}  # fmt: skip
+               "seen_in_training": calibration.seen_in_training, "method": tr.QUANTIZATION_METHOD}  # fmt: skip
     arts = {"openvino": artifacts.write_ir(pkg, "openvino", fp32, precision="fp32"),
             "openvino-int8": artifacts.write_ir(pkg, "openvino-int8", int8, precision="int8", calibration=cal_doc)}
     # Listed without their earlier records (they described other IR): auto keeps off int8 until

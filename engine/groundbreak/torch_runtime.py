@@ -121,11 +121,25 @@ def to_openvino(net: torch.nn.Module, package: ModelPackage) -> Any:
     return model
 
 
+#: How int8 is calibrated, in words (recorded with an int8 IR).
+QUANTIZATION_METHOD = ("NNCF post-training static int8: histogram activation ranges, asymmetric activations "
+                       "(mixed preset), fast bias correction, heads in fp32")
+
+
 def quantize_openvino(model: Any, calibration: np.ndarray, *, subset: Optional[int] = None) -> Any:
     """NNCF post-training static int8 of an fp32 ``openvino.Model``, calibrated on ``calibration``
-    (preprocessed chips, one per calibration sample); the two small heads stay fp32."""
+    (preprocessed chips, one per calibration sample); the two small heads stay fp32.
+
+    Activation ranges come from histograms (the range that minimises the quantisation error), not
+    from the extreme values: real chips reach z-scores of 12 on bright soil and machinery, and
+    min/max ranges stretched that far left the default model F1 0.75 (recall 0.60) on the unseen
+    demo world against 0.966 in fp32; histogram ranges with asymmetric activations kept 0.966
+    (max |dscore| 0.047). Measured with 300 chips of a training world, see its model card.
+    """
     try:
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     except ImportError:
         raise DependencyError(
             "int8 calibration needs the Python package 'nncf', which is not installed",
@@ -137,6 +151,9 @@ def quantize_openvino(model: Any, calibration: np.ndarray, *, subset: Optional[i
     with _nncf_off_stdout():
         quantised = nncf.quantize(
             model, dataset, subset_size=subset or cal.shape[0], fast_bias_correction=True,
+            preset=nncf.QuantizationPreset.MIXED,
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM),
             # The heads are tiny; kept in fp32 they halve the score error (0.027 -> 0.014 on
             # resnet18-w32 random weights) at no measurable speed cost.
             ignored_scope=nncf.IgnoredScope(patterns=HEAD_PATTERNS, validate=False),
