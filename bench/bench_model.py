@@ -195,6 +195,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="configuration names to run, or 'load' (default: all)")
     ap.add_argument("--load-runtimes", nargs="*", default=["auto", "openvino", "openvino-int8"],
                     help="runtimes whose cold and warm load is measured")
+    ap.add_argument("--with-ir", action="store_true",
+                    help="random weights: first write their fp32 OpenVINO IR into the package (as `groundbreak "
+                         "model quantize` does), so loads from the package IR are measured too")
     args = ap.parse_args()
 
     from groundbreak.model import load_model_package
@@ -207,6 +210,12 @@ def main() -> int:
 
         log(f"building a random resnet18-w{args.width} package ...")
         pkg = make_random_package(Path(tmp.name) / "pkg", seed=0, width=args.width)
+        if args.with_ir:
+            from groundbreak import artifacts
+            from groundbreak.torch_runtime import load_network, to_openvino
+
+            fp32 = artifacts.write_ir(pkg, "openvino", to_openvino(load_network(pkg), pkg), precision="fp32")
+            pkg = artifacts.record(pkg, artifacts=[fp32])
     cache = Path(tmp.name) / "cache"  # fresh: int8 calibration is part of the measured setup
     only_load = bool(args.only) and args.only == ["load"]
     rows = [] if only_load else throughput(pkg, args, cache)
