@@ -176,6 +176,23 @@ def test_a_run_on_the_package_ir_imports_neither_torch_nor_nncf(quantized, tmp_p
         assert got["source"] == "package IR" and got["heavy"] == [], got
 
 
+def test_groundbreak_run_on_the_package_ir_works_where_torch_and_nncf_cannot_be_imported(quantized, worlds,
+                                                                                         tmp_path):
+    pkg, _, _ = quantized
+    root = _copy(pkg, tmp_path / "p")
+    _edit(root, lambda p: p["groundbreak:runtime_validation"]["openvino-int8"].update(passed=True))
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['nncf'] = None\n"
+            "from groundbreak.cli import main\nmain(sys.argv[1:])\n")
+    w2 = worlds[1]
+    args = ["run", "--aoi", str(w2.aoi), "--scenes", str(w2.scene_paths[0].parent), "--model", str(root),
+            "--out", str(tmp_path / "out.gpkg"), "--events", "jsonl"]
+    env = dict(os.environ, GROUNDBREAK_CACHE=str(tmp_path / "cache"))
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = [json.loads(line) for line in res.stdout.splitlines() if '"result"' in line][-1]
+    assert result["stats"]["runtime"] == "openvino-int8" and result["stats"]["chips_inferred"] > 0
+
+
 def test_the_cached_compiled_model_gives_the_same_scores_in_every_process(quantized, tmp_path):
     pkg, _, _ = quantized
     cache = tmp_path / "cache"
