@@ -1,34 +1,52 @@
-"""Model-only CPU throughput per runtime, and each runtime's max |Δscore| against eager fp32.
+"""Model-only CPU throughput per runtime, each runtime's score change against eager fp32, and model load
+time cold and warm.
 
-    .venv/bin/python bench/bench_model.py                  # resnet18-w32 (the package default), 2 threads
+    .venv/bin/python bench/bench_model.py                  # resnet18-w32 random weights, 2 threads
     .venv/bin/python bench/bench_model.py --width 64 --seconds 5
     .venv/bin/python bench/bench_model.py --model resources/models/groundbreak-demo
+    .venv/bin/python bench/bench_model.py --model resources/models/groundbreak-demo --only load
 
-Prints one table (Markdown) on stdout; progress goes to stderr. Inputs are synthetic, already
-normalised chips (decode and preprocessing are not measured). Weights are random unless --model is
-given: random weights are far more sensitive to bf16/int8 rounding than trained ones, so the Δ
-columns are an upper bound of what a trained package shows. Runs in about 2-3 minutes on 2 idle
-cores; the machine's load average is printed because other processes skew every figure.
+Prints Markdown tables on stdout; progress goes to stderr.
+
+1. **Throughput**: synthetic, already normalised chips (decode and preprocessing are not measured),
+   one ``Predictor`` per runtime with ``force=True`` (runtimes the package refuses are measured too).
+   With --model, runtimes on the package's own IR say so. Random weights (no --model) are far more
+   sensitive to bf16/int8 rounding than trained ones, so their Δ columns are an upper bound.
+2. **Load** (``--only load``): a fresh process per measurement, as a run pays it: the imports, then
+   building the ``Predictor``. *Cold* starts from an empty cache folder, *warm* from the one the cold
+   load filled (OpenVINO's compiled-model cache, converted IR). The table says whether torch was
+   imported. For a package with IR it also measures the same package without its IR (the network
+   converted from torch, as before ``groundbreak model quantize``).
+
+The machine's load average is printed because other processes skew every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from groundbreak.errors import DependencyError
-from groundbreak.inference import Predictor, set_threads, sigmoid, synthetic_inputs
+LOAD_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+from groundbreak.inference import Predictor
 from groundbreak.model import load_model_package
-from groundbreak.modelpack import make_random_package
-from groundbreak.network import parameter_count
+t1 = time.perf_counter()
+p = Predictor(load_model_package(sys.argv[1]), runtime=sys.argv[2], threads=int(sys.argv[3]), force=True)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "setup_s": t2 - t1, "runtime": p.runtime, "source": p.source,
+                  "from_cache": p.from_cache, "torch": "torch" in sys.modules}))
+"""
 
 
 def log(msg: str) -> None:
@@ -52,25 +70,11 @@ def measure(run, x: np.ndarray, batch: int, seconds: float) -> float:
             return n / elapsed
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="a model package (default: random weights, see --width)")
-    ap.add_argument("--width", type=int, default=32, help="resnet18-wN for random weights (8/16/32/64)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per configuration")
-    ap.add_argument("--batch", type=int, default=16, help="batch for the compiled runtimes")
-    ap.add_argument("--calibration", type=int, default=128, help="int8 calibration chips")
-    ap.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
-    args = ap.parse_args()
+def throughput(pkg, args, cache: Path) -> list:
+    import torch
 
-    tmp = tempfile.TemporaryDirectory(prefix="gb-bench-")
-    if args.model:
-        pkg = load_model_package(args.model)
-    else:
-        log(f"building a random resnet18-w{args.width} package ...")
-        pkg = make_random_package(Path(tmp.name) / "pkg", seed=0, width=args.width)
-    cache = Path(tmp.name) / "cache"  # fresh: int8 calibration is part of the measured setup
-    set_threads(args.threads)
+    from groundbreak.errors import DependencyError
+    from groundbreak.inference import Predictor, sigmoid, synthetic_inputs
 
     c, s = len(pkg.bands), pkg.chip_size
     x = synthetic_inputs(64, c, s, seed=2024)
@@ -101,8 +105,8 @@ def main() -> int:
         ("openvino fp32", "openvino", args.batch),
         ("openvino bf16", "openvino-bf16", args.batch),
         ("torch int8 (FX, x86)", "torch-int8", args.batch),
-        ("openvino int8 (NNCF)", "openvino-int8", args.batch),
-        ("auto", "auto", args.batch),  # reuses the int8 model cached above; shows what auto keeps
+        ("openvino int8", "openvino-int8", args.batch),
+        ("auto", "auto", args.batch),  # what auto keeps for this package
     ]
     for label, runtime, batch in configs:
         if args.only and runtime not in args.only and label not in args.only:
@@ -117,12 +121,14 @@ def main() -> int:
             else:
                 p = eager if runtime == "eager" else Predictor(
                     pkg, runtime=runtime, threads=args.threads, batch_size=batch, cache_dir=cache,
-                    calibration_size=args.calibration,
+                    calibration_size=args.calibration, force=True,
                 )  # fmt: skip
                 p.batch_size = batch
                 setup = time.perf_counter() - t0
                 if runtime == "auto":
                     label = f"auto -> {p.runtime}"
+                if p.source == "package IR":
+                    label += " (package IR)"
                 run = p.predict_normalised
                 got = p.predict_normalised(check)
                 got_s, got_c = got.scores, got.cells
@@ -134,18 +140,111 @@ def main() -> int:
         dc = float(np.max(np.abs(got_c - ref.cells)))
         rows.append((label, batch, f"{setup:.1f}", f"{cps:.1f}", f"{1000 / cps:.1f}", f"{ds:.4f}", f"{dc:.4f}"))
         log(f"  {cps:.1f} chips/s, max |dscore| {ds:.4f}")
+    return rows
 
-    params = parameter_count(net)
+
+def _load_once(root: Path, runtime: str, threads: int, cache: Path) -> dict:
+    env = dict(os.environ, GROUNDBREAK_CACHE=str(cache))
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(root), runtime, str(threads)], capture_output=True,
+                         text=True, env=env, timeout=900)
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["process_s"] = wall
+    return out
+
+
+def loads(pkg, args, tmp: Path) -> list:
+    variants = [(pkg.root, "package")]
+    if pkg.artifacts:
+        bare = tmp / "without-ir"
+        shutil.copytree(pkg.root, bare, ignore=shutil.ignore_patterns("openvino*"))
+        meta = bare / "model.json"
+        doc = json.loads(meta.read_text())
+        props = doc.get("properties", doc)
+        props.pop("groundbreak:artifacts", None)
+        props.pop("groundbreak:runtime_validation", None)
+        meta.write_text(json.dumps(doc))
+        variants.append((bare, "package without IR"))
+    rows = []
+    for root, what in variants:
+        for runtime in args.load_runtimes:
+            cache = Path(tempfile.mkdtemp(prefix="gb-load-", dir=tmp))
+            for state in ("cold", "warm"):
+                log(f"load {what}, {runtime}, {state} ...")
+                r = _load_once(root, runtime, args.threads, cache)
+                if "error" in r:
+                    rows.append((what, runtime, state, "-", "-", "-", "-", r["error"][:60]))
+                    break
+                rows.append((what, f"{runtime} -> {r['runtime']}", state, f"{r['import_s']:.2f}", f"{r['setup_s']:.2f}",
+                             f"{r['process_s']:.2f}", "yes" if r["torch"] else "no",
+                             f"{r['source']}{', compiled model from cache' if r['from_cache'] else ''}"))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="a model package (default: random weights, see --width)")
+    ap.add_argument("--width", type=int, default=32, help="resnet18-wN for random weights (8/16/32/64)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per configuration")
+    ap.add_argument("--batch", type=int, default=16, help="batch for the compiled runtimes")
+    ap.add_argument("--calibration", type=int, default=128, help="int8 chips calibrated at load (no package IR)")
+    ap.add_argument("--only", nargs="*", help="configuration names to run, or 'load' (default: all)")
+    ap.add_argument("--load-runtimes", nargs="*", default=["auto", "openvino", "openvino-int8"],
+                    help="runtimes whose cold and warm load is measured")
+    ap.add_argument("--with-ir", action="store_true",
+                    help="random weights: first write their fp32 OpenVINO IR into the package (as `groundbreak "
+                         "model quantize` does), so loads from the package IR are measured too")
+    args = ap.parse_args()
+
+    from groundbreak.model import load_model_package
+
+    tmp = tempfile.TemporaryDirectory(prefix="gb-bench-")
+    if args.model:
+        pkg = load_model_package(args.model)
+    else:
+        from groundbreak.modelpack import make_random_package
+
+        log(f"building a random resnet18-w{args.width} package ...")
+        pkg = make_random_package(Path(tmp.name) / "pkg", seed=0, width=args.width)
+        if args.with_ir:
+            from groundbreak import artifacts
+            from groundbreak.torch_runtime import load_network, to_openvino
+
+            fp32 = artifacts.write_ir(pkg, "openvino", to_openvino(load_network(pkg), pkg), precision="fp32")
+            pkg = artifacts.record(pkg, artifacts=[fp32])
+    cache = Path(tmp.name) / "cache"  # fresh: int8 calibration is part of the measured setup
+    only_load = bool(args.only) and args.only == ["load"]
+    rows = [] if only_load else throughput(pkg, args, cache)
+    load_rows = loads(pkg, args, Path(tmp.name)) if (not args.only or "load" in args.only) else []
+
+    import torch
+
+    from groundbreak.network import parameter_count
+    from groundbreak.torch_runtime import load_network
+
+    params = parameter_count(load_network(pkg))
     load = os.getloadavg()
     print(
         f"\n{pkg.architecture} ({params / 1e6:.2f} M parameters, {'random' if not args.model else pkg.model_id} "
-        f"weights), {c}x{s}x{s} chips, {args.threads} threads, torch {torch.__version__}; "
-        f"load average {load[0]:.1f} (1 min) at the end, int8 calibrated on {args.calibration} synthetic chips\n"
+        f"weights), {len(pkg.bands)}x{pkg.chip_size}x{pkg.chip_size} chips, {args.threads} threads, "
+        f"torch {torch.__version__}; load average {load[0]:.1f} (1 min) at the end; IR in the package: "
+        f"{', '.join(pkg.artifacts) or 'none'}\n"
     )
-    print("| configuration | batch | setup s | chips/s | ms/chip | max abs dscore vs eager | max abs dcell |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
+    if rows:
+        print("| configuration | batch | setup s | chips/s | ms/chip | max abs dscore vs eager | max abs dcell |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            print("| " + " | ".join(str(v) for v in row) + " |")
+        print()
+    if load_rows:
+        print("| model | runtime | cache | imports s | Predictor s | process s | torch imported | from |")
+        print("| --- | --- | --- | ---: | ---: | ---: | --- | --- |")
+        for row in load_rows:
+            print("| " + " | ".join(str(v) for v in row) + " |")
     tmp.cleanup()
     return 0
 

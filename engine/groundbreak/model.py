@@ -45,7 +45,9 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from groundbreak.cache import is_safe_name
 from groundbreak.errors import BandMismatchError, ModelError, UsageError
+from groundbreak.names import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,71 @@ KNOWN_DTYPES = frozenset(
 DIM_ORDER = ("batch", "channel", "height", "width")
 
 
+#: Runtimes that run an OpenVINO IR carried by the package -> the artifact they use.
+ARTIFACT_FOR_RUNTIME = {"openvino": "openvino", "openvino-bf16": "openvino", "openvino-int8": "openvino-int8"}
+ARTIFACTS = ("openvino", "openvino-int8")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArtifact:
+    """A compiled-runtime form of the weights inside the package: an OpenVINO IR (graph + weights, no code).
+
+    ``weights_sha256`` names the weights it was made from: an artifact of other weights is stale.
+    ``calibration`` describes the chips an int8 artifact was calibrated on (free-form, for provenance).
+    """
+
+    name: str  # "openvino" (fp32) or "openvino-int8"
+    xml: str  # package-relative paths
+    bin: str
+    xml_sha256: str
+    bin_sha256: str
+    weights_sha256: str
+    precision: str  # "fp32" | "int8"
+    openvino_version: str = ""
+    calibration: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: runtime -> what it scored with this IR, as measured when the IR was made (``quantize``).
+    validation: Mapping[str, "RuntimeValidation"] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeValidation:
+    """What the package records about one inference runtime, measured on labelled chips.
+
+    ``passed`` is the verdict the engine acts on: a runtime whose record failed is refused (unless
+    forced) and never chosen by ``auto``. The figures say why: chip F1 on ``data`` (``chips`` chips)
+    against ``reference_f1`` of ``reference_runtime`` on the same chips, and the score changes.
+    """
+
+    runtime: str
+    passed: bool
+    f1: Optional[float] = None
+    reference_f1: Optional[float] = None
+    reference_runtime: str = "eager"
+    data: str = ""
+    chips: int = 0
+    max_abs_dscore: Optional[float] = None
+    mean_abs_dscore: Optional[float] = None
+    max_f1_drop: Optional[float] = None  # the pass criterion: f1 >= reference_f1 - max_f1_drop
+    seen_in_training: Optional[bool] = None
+    artifact: str = ""  # the package artifact the figures were measured with ("" none)
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for errors and logs, e.g. "F1 0.000 against 0.966 (eager) on demo world 7 (491 chips)"."""
+        parts = []
+        if self.f1 is not None:
+            ref = "" if self.reference_f1 is None else f" against {self.reference_f1:.3f} ({self.reference_runtime})"
+            parts.append(f"F1 {self.f1:.3f}{ref}")
+        if self.max_abs_dscore is not None:
+            parts.append(f"max |dscore| {self.max_abs_dscore:.3f}")
+        text = ", ".join(parts) or ("passed" if self.passed else "failed")
+        if self.data:
+            text += f" on {self.data}"
+        if self.chips:
+            text += f" ({self.chips} chips)"
+        return text
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPackage:
     root: Path
@@ -94,6 +161,10 @@ class ModelPackage:
     card_summary: str = ""
     runtime: str = "auto"
     framework_version: str = ""  # torch version the weights were written with ("" unknown)
+    #: runtime name -> its recorded validation (``groundbreak:runtime_validation``).
+    runtime_validation: Mapping[str, RuntimeValidation] = field(default_factory=dict)
+    #: artifact name ("openvino", "openvino-int8") -> the IR in the package (``groundbreak:artifacts``).
+    artifacts: Mapping[str, ModelArtifact] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -107,6 +178,11 @@ class ModelPackage:
     @property
     def card_path(self) -> Path:
         return self.root / CARD_FILE
+
+    def artifact_for(self, runtime: str) -> Optional[ModelArtifact]:
+        """The package's IR for ``runtime`` ("openvino-bf16" runs the fp32 IR), or None."""
+        name = ARTIFACT_FOR_RUNTIME.get(runtime)
+        return self.artifacts.get(name) if name else None
 
     def accepts_gsd(self, gsd: float) -> bool:
         """True when a scene of this resolution (m/px) is inside the model's accepted range."""
@@ -294,6 +370,13 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         top = _Fields(doc, "", meta_path)
 
     model_id = top.get("mlm:name", str)
+    if not is_safe_name(model_id):
+        # The name reaches cache and output file names: it must not be able to point elsewhere.
+        raise top.fail(
+            "mlm:name",
+            f"must be 1-64 letters, digits, '.', '-' or '_' starting with a letter or digit, got {_short(model_id)}",
+            hint="rename the model in model.json (e.g. 'my-model-v2')",
+        )
     architecture = top.get("mlm:architecture", str)
     framework = top.get("mlm:framework", str)
     if framework.lower() != "pytorch":
@@ -402,6 +485,8 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
             "(or rewrite model.json with groundbreak.modelpack if the change is intended)",
         )
 
+    validation = _parse_runtime_validation(top)
+    artifacts = _parse_artifacts(top, root)
     card_summary = _card_summary(root / CARD_FILE)
     return ModelPackage(
         root=root,
@@ -425,6 +510,8 @@ def _parse(doc: Any, root: Path, meta_path: Path) -> ModelPackage:
         card_summary=card_summary,
         runtime=runtime,
         framework_version=framework_version,
+        runtime_validation=validation,
+        artifacts=artifacts,
         metadata=doc,
     )
 
@@ -513,11 +600,76 @@ def _parse_dtype_scaling(top: _Fields) -> Mapping[str, Tuple[float, float]]:
     return scaling
 
 
-def _inside(root: Path, name: str, fields: _Fields) -> Path:
+_VALIDATION_NUMBERS = ("f1", "reference_f1", "max_abs_dscore", "mean_abs_dscore", "max_f1_drop")
+_VALIDATION_TEXT = ("reference_runtime", "data", "artifact", "note")
+
+
+def _parse_runtime_validation(top: _Fields) -> Mapping[str, RuntimeValidation]:
+    return _parse_validation(top, "groundbreak:runtime_validation")
+
+
+def _parse_validation(top: _Fields, field_name: str) -> Mapping[str, RuntimeValidation]:
+    raw = top.get(field_name, dict, default={}, what="an object {runtime: record}")
+    out = {}
+    for runtime, obj in raw.items():
+        where = f"{field_name}.{runtime}"
+        if runtime not in RUNTIMES:
+            raise top.fail(where, "names an unknown runtime", hint=f"runtimes: {', '.join(RUNTIMES)}")
+        if not isinstance(obj, dict):
+            raise top.fail(where, "must be an object {passed, f1, reference_f1, data, chips, ...}")
+        rec = top.child(where, obj)
+        kwargs: dict[str, Any] = {"passed": rec.get("passed", bool, what="true or false")}
+        for key in _VALIDATION_NUMBERS:
+            if obj.get(key) is not None:
+                kwargs[key] = rec.number(key)
+        for key in _VALIDATION_TEXT:
+            kwargs[key] = rec.get(key, str, default="")
+        kwargs["reference_runtime"] = kwargs["reference_runtime"] or "eager"
+        kwargs["chips"] = rec.get("chips", int, default=0, what="an integer")
+        seen = rec.get("seen_in_training", bool, default=None, what="true or false")
+        out[runtime] = RuntimeValidation(runtime=runtime, seen_in_training=seen, **kwargs)
+    return out
+
+
+def _parse_artifacts(top: _Fields, root: Path) -> Mapping[str, ModelArtifact]:
+    """Declared artifacts; their files' hashes are checked when a runtime loads them, not here."""
+    raw = top.get("groundbreak:artifacts", dict, default={}, what="an object {name: artifact}")
+    out = {}
+    for name, obj in raw.items():
+        where = f"groundbreak:artifacts.{name}"
+        if name not in ARTIFACTS:
+            raise top.fail(where, "is not a known artifact", hint=f"artifacts: {', '.join(ARTIFACTS)}")
+        if not isinstance(obj, dict):
+            raise top.fail(where, "must be an object {format, xml, bin, xml_sha256, bin_sha256, ...}")
+        art = top.child(where, obj)
+        fmt = art.get("format", str)
+        if fmt != "openvino-ir":
+            raise art.fail("format", f"must be 'openvino-ir', got {fmt!r}")
+        hashes = {}
+        for key in ("xml_sha256", "bin_sha256", "weights_sha256"):
+            value = art.get(key, str).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise art.fail(key, f"must be 64 hex digits, got {_short(value)}")
+            hashes[key] = value
+        files = {}
+        for key in ("xml", "bin"):
+            files[key] = art.get(key, str)
+            _inside(root, files[key], art, key)
+        precision = art.get("precision", str)
+        if precision not in ("fp32", "int8"):
+            raise art.fail("precision", f"must be 'fp32' or 'int8', got {precision!r}")
+        carried = _parse_validation(art, "validation")
+        out[name] = ModelArtifact(name=name, xml=files["xml"], bin=files["bin"], precision=precision,
+                                  openvino_version=art.get("openvino_version", str, default=""),
+                                  calibration=art.get("calibration", dict, default={}), validation=carried, **hashes)
+    return out
+
+
+def _inside(root: Path, name: str, fields: _Fields, key: str = "file") -> Path:
     # A package must not point outside itself (e.g. "../../etc/x"): paths are package-relative.
     candidate = (root / name).resolve()
     if Path(name).is_absolute() or root.resolve() not in candidate.parents:
-        raise fields.fail("file", f"must be a file name inside the package directory, got {name!r}")
+        raise fields.fail(key, f"must be a file name inside the package directory, got {name!r}")
     return root / name
 
 

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 import groundbreak
+from groundbreak.artifacts import readable
 from groundbreak.errors import OutputError, UsageError
 from groundbreak.model import (
     CARD_FILE,
@@ -55,6 +56,7 @@ DEFAULT_DTYPE_SCALING: Mapping[str, Tuple[float, float]] = {
 DEFAULT_MEAN = (0.08, 0.09, 0.07, 0.25)
 DEFAULT_STD = (0.05, 0.045, 0.045, 0.09)
 CLASSES = ("background", "construction")
+DEMO_PROVENANCE = "Demo weights: every output made with this model is marked demo=true in its provenance."
 
 DEFAULT_INTENDED_USE = (
     "Screening many dates of 4-band (R, G, B, NIR) imagery at about 2 m/px for heavy construction "
@@ -179,7 +181,9 @@ def write_model_package(
         "groundbreak:engine_version": groundbreak.__version__,
         "groundbreak:gsd": float(gsd),
         "groundbreak:gsd_range": [float(gsd_range[0]), float(gsd_range[1])],
-        "groundbreak:dtype_scaling": {k: {"offset": float(o), "scale": float(s)} for k, (o, s) in dtype_scaling.items()},
+        "groundbreak:dtype_scaling": {
+            k: {"offset": float(o), "scale": float(s)} for k, (o, s) in dtype_scaling.items()
+        },
         "groundbreak:threshold": float(threshold),
         "groundbreak:positive_class": CLASSES[1],
         "groundbreak:cell_grid": g,
@@ -296,7 +300,7 @@ def render_card(
 
 ## Limits
 {limits}
-{"" if not demo else chr(10) + "Demo weights: every output made with this model is marked demo=true in its provenance." + chr(10)}
+{"" if not demo else chr(10) + DEMO_PROVENANCE + chr(10)}
 ## Notes
 {notes or "None."}
 """
@@ -332,8 +336,8 @@ def make_random_package(
                 torch.nn.init.uniform_(m.weight, 0.5, 1.5)
                 torch.nn.init.normal_(m.bias, std=0.1)
         torch.nn.init.normal_(net.chip_head.weight, std=1.0)
-        torch.nn.init.normal_(net.cell_head[-1].weight, std=1.0)
-    from groundbreak.inference import synthetic_inputs
+        torch.nn.init.normal_(_cell_out(net).weight, std=1.0)
+    from groundbreak.torch_runtime import synthetic_inputs
 
     cal = [torch.from_numpy(synthetic_inputs(8, len(bands), chip_size, seed=seed * 100 + i)) for i in range(2)]
     calibrate_batchnorm(net, lambda i: cal[i], steps=len(cal))
@@ -360,25 +364,37 @@ def _standardise_heads(net: ChipNet, x: torch.Tensor) -> None:
     difference would also amplify rounding noise and make every runtime look inexact).
     """
     feats: dict = {}
+    heads: Tuple[Tuple[str, torch.nn.Module], ...] = (("chip", net.chip_head), ("cells", _cell_out(net)))
     hooks = [
         layer.register_forward_hook(lambda mod, inp, out, key=key: feats.__setitem__(key, inp[0]))
-        for key, layer in (("chip", net.chip_head), ("cells", net.cell_head[-1]))
+        for key, layer in heads
     ]
     try:
         with torch.no_grad():
             net.eval()(x)
-            for key, layer in (("chip", net.chip_head), ("cells", net.cell_head[-1])):
+            for key, layer in heads:
+                weight, bias = layer.weight, layer.bias
+                assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)
                 f = feats[key]
-                fan_in = layer.weight[0].numel()
+                fan_in = weight[0].numel()
                 rms = float(f.pow(2).mean().sqrt()) or 1.0
-                layer.weight.mul_(1.5 / (float(layer.weight.std()) * fan_in**0.5 * rms))
-                layer.bias.zero_()
+                weight.mul_(1.5 / (float(weight.std()) * fan_in**0.5 * rms))
+                bias.zero_()
             chip, cells = net(x)
             net.chip_head.bias.sub_(float(chip.mean()))
-            net.cell_head[-1].bias.sub_(float(cells.mean()))
+            cell_bias = _cell_out(net).bias
+            assert cell_bias is not None
+            cell_bias.sub_(float(cells.mean()))
     finally:
         for h in hooks:
             h.remove()
+
+
+def _cell_out(net: ChipNet) -> torch.nn.Conv2d:
+    """The cell head's last layer (a 1x1 convolution to one logit per cell)."""
+    layer = net.cell_head[-1]
+    assert isinstance(layer, torch.nn.Conv2d)
+    return layer
 
 
 def _classes() -> list:
@@ -394,6 +410,7 @@ def _atomic(path: Path, write) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        readable(tmp_path)  # mkstemp makes it private (0600); a package is for sharing
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -415,7 +432,7 @@ def random_chips(
     ``synthetic_inputs`` mapped back through the default normalisation and dtype scaling, so they
     land inside the distribution a package with the default statistics expects.
     """
-    from groundbreak.inference import synthetic_inputs
+    from groundbreak.torch_runtime import synthetic_inputs
 
     x = synthetic_inputs(n, bands, size, seed=seed).astype(np.float64)
     m = np.resize(np.asarray(mean, np.float64), bands)[None, :, None, None]

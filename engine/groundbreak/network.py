@@ -212,8 +212,9 @@ def load_weights(net: nn.Module, path: Path) -> nn.Module:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
+        spec = getattr(net, "spec", None)
         raise ModelError(
-            f"{path}: weights do not match architecture {getattr(net, 'spec', None) and net.spec.name!r}: "
+            f"{path}: weights do not match architecture {spec.name if spec is not None else None!r}: "
             f"missing {_few(missing)}, unexpected {_few(unexpected)}",
             hint="the package's mlm:architecture and its weights file must come from the same model",
         )

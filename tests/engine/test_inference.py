@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -196,10 +199,153 @@ def test_openvino_int8_is_cached_per_weights(pkg, chips, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     first = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL)
-    cached = list((tmp_path / "openvino-int8").glob("*.xml"))
-    assert len(cached) == 1 and cached[0].with_suffix(".bin").is_file()
+    entries = [p for p in (tmp_path / "openvino-int8").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and re.fullmatch(r"[0-9a-f]{20}", entries[0].name)  # named by a hash only
+    assert {p.name for p in entries[0].iterdir()} == {"model.xml", "model.bin", "manifest.json"}
+    stamp = (entries[0] / "model.bin").stat().st_mtime_ns
     second = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL)
-    np.testing.assert_allclose(first.predict(chips).scores, second.predict(chips).scores, atol=1e-6)
+    assert (entries[0] / "model.bin").stat().st_mtime_ns == stamp  # read back, not calibrated again
+    np.testing.assert_array_equal(first.predict(chips).scores, second.predict(chips).scores)
+
+
+@pytest.mark.slow
+def test_a_damaged_int8_cache_entry_is_rebuilt_not_used(pkg, chips, tmp_path):
+    pytest.importorskip("nncf")
+    good = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL).predict(chips)
+    (entry,) = [p for p in (tmp_path / "openvino-int8").iterdir() if not p.name.startswith(".")]
+    data = bytearray((entry / "model.bin").read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)  # zero the second half of the weights
+    (entry / "model.bin").write_bytes(bytes(data))
+    again = Predictor(pkg, runtime="openvino-int8", cache_dir=tmp_path, calibration_size=CAL).predict(chips)
+    np.testing.assert_array_equal(good.scores, again.scores)
+
+
+_SCORES = """
+import json, sys
+import numpy as np
+from groundbreak.inference import Predictor
+from groundbreak.model import load_model_package
+from groundbreak.modelpack import random_chips
+package, runtime, cache, cal, size = sys.argv[1:6]
+p = Predictor(load_model_package(package), runtime=runtime, cache_dir=cache, calibration_size=int(cal))
+pred = p.predict(random_chips(16, size=int(size), seed=3))
+print(json.dumps([pred.scores.tobytes().hex(), pred.cells.tobytes().hex()]))
+"""
+
+
+def _scores_in_processes(pkg, runtime: str, caches: Sequence[Path]) -> List[tuple]:
+    """Scores and cells (as bytes) from one fresh process per cache folder, all started at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SCORES, str(pkg.root), runtime, str(c), str(CAL), str(SIZE)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in caches]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        out.append(tuple(json.loads(stdout.strip().splitlines()[-1])))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["openvino-int8", "openvino"])
+def test_same_scores_across_loads_and_processes(pkg, chips, tmp_path, runtime):
+    """The same package, runtime and input give bit-identical scores in every load and every process
+    (the int8 model calibrated by one process is the one every other process runs)."""
+    pytest.importorskip("openvino")
+    if runtime == "openvino-int8":
+        pytest.importorskip("nncf")
+    shared = tmp_path / "shared"
+    loads = [Predictor(pkg, runtime=runtime, cache_dir=shared, calibration_size=CAL) for _ in range(4)]
+    here = {(p.predict(chips).scores.tobytes().hex(), p.predict(chips).cells.tobytes().hex()) for p in loads}
+    assert len(here) == 1
+    # Two processes reading the cache this one wrote, and two that start together on one empty cache
+    # (both calibrate, and race to store the entry): every one of them computes the same bytes.
+    fresh = tmp_path / "fresh"
+    assert set(_scores_in_processes(pkg, runtime, [shared, shared, fresh, fresh])) == here
+
+
+def test_batch_size_is_the_forward_pass(pkg, chips, cache):
+    five = Predictor(pkg, runtime="eager", batch_size=5, cache_dir=cache)
+    assert five.forward_batch == 5
+    got = five.predict(chips[:12], "uint16")  # 5 + 5 + 2
+    t = five.timing
+    assert (t.forward_batch, t.forward_passes, t.largest_forward, t.chips) == (5, 3, 5, 12)
+    assert t.chips_per_forward == pytest.approx(4.0)
+    one = Predictor(pkg, runtime="eager", batch_size=1, cache_dir=cache)
+    np.testing.assert_allclose(got.scores, one.predict(chips[:12], "uint16").scores, atol=1e-5)
+    whole = Predictor(pkg, runtime="eager", batch_size=32, cache_dir=cache)
+    whole.predict(np.concatenate([chips, chips]), "uint16")  # 32 chips: one pass, not two of 16
+    assert (whole.timing.forward_passes, whole.timing.largest_forward) == (1, 32)
+
+
+def _with_validation(pkg, tmp_path: Path, records: dict, runtime: str = "auto"):
+    dst = tmp_path / "validated"
+    shutil.copytree(pkg.root, dst)
+    meta = dst / MODEL_JSON
+    doc = json.loads(meta.read_text())
+    doc["properties"]["groundbreak:runtime_validation"] = records
+    doc["properties"]["groundbreak:runtime"] = runtime
+    meta.write_text(json.dumps(doc))
+    return load_model_package(dst)
+
+
+FAILED = {"passed": False, "f1": 0.125, "reference_f1": 0.966, "reference_runtime": "eager",
+          "data": "demo world 7 (unseen)", "chips": 491}
+
+
+def test_a_runtime_that_failed_validation_is_refused_unless_forced(pkg, tmp_path, caplog):
+    failing = _with_validation(pkg, tmp_path, {"torchscript": FAILED})
+    with pytest.raises(UsageError) as err:
+        Predictor(failing, runtime="torchscript", cache_dir=tmp_path)
+    assert "F1 0.125 against 0.966 (eager) on demo world 7 (unseen) (491 chips)" in str(err.value)
+    assert "--force-runtime" in err.value.hint and "auto" in err.value.hint
+    with caplog.at_level("WARNING", logger="groundbreak.inference"):
+        forced = Predictor(failing, runtime="torchscript", force=True, cache_dir=tmp_path)
+    assert forced.runtime == "torchscript" and "forced although it failed validation" in caplog.text
+    # auto never picks it, whatever its parity on synthetic chips.
+    auto = Predictor(failing, runtime="auto", candidates=("torchscript",), cache_dir=tmp_path)
+    assert auto.runtime == "eager" and "failed validation" in auto.rejected["torchscript"]
+
+
+def test_the_package_runtime_is_refused_too_when_it_failed(pkg, tmp_path):
+    failing = _with_validation(pkg, tmp_path, {"torchscript": FAILED}, runtime="torchscript")
+    with pytest.raises(UsageError, match="failed the validation recorded"):
+        Predictor(failing, cache_dir=tmp_path)
+
+
+def test_auto_considers_int8_only_with_a_passing_record(pkg, tmp_path):
+    plain = Predictor(pkg, runtime="auto", candidates=("torch-int8", "torchscript"), cache_dir=tmp_path / "a",
+                      calibration_size=CAL)
+    assert plain.runtime == "torchscript" and "validation record" in plain.rejected["torch-int8"]
+    passing = {"passed": True, "f1": 0.96, "reference_f1": 0.966, "data": "held-out chips", "chips": 100}
+    ok = _with_validation(pkg, tmp_path, {"torch-int8": passing})
+    p = Predictor(ok, runtime="auto", candidates=("torch-int8", "torchscript"), cache_dir=tmp_path / "b",
+                  calibration_size=CAL)
+    # Now a candidate: chosen, or turned down by the parity check (random weights are int8-sensitive).
+    assert p.runtime == "torch-int8" or "outside tolerance" in p.rejected["torch-int8"]
+
+
+def test_the_default_model_refuses_torch_int8_and_runs_its_validated_int8_ir(tmp_path):
+    from groundbreak.model import default_model_path
+
+    default = load_model_package(default_model_path())
+    record = default.runtime_validation["torch-int8"]  # int8 calibrated at load on synthetic chips
+    assert not record.passed and record.reference_f1 == pytest.approx(0.966, abs=5e-4) and record.chips == 491
+    with pytest.raises(UsageError, match="F1 0.125 against 0.966"):
+        Predictor(default, runtime="torch-int8")
+    # Its int8 IR was calibrated on real chips and passed on demo world 7 (unseen): auto runs it.
+    ir = default.artifacts["openvino-int8"].validation["openvino-int8"]
+    assert ir.passed and ir.f1 >= ir.reference_f1 - 0.01 and ir.chips == 491 and ir.seen_in_training is False
+    assert default.runtime_validation["openvino-int8"].passed
+    pytest.importorskip("openvino")
+    p = Predictor(default, cache_dir=tmp_path)
+    assert (p.runtime, p.source, p.precision) == ("openvino-int8", "package IR", "int8")
+
+
+def test_cache_entries_are_hashes_in_the_groundbreak_cache(pkg, tmp_path, monkeypatch):
+    monkeypatch.setenv("GROUNDBREAK_CACHE", str(tmp_path / "gbc"))
+    Predictor(pkg, runtime="auto", candidates=("torchscript",))
+    (decision,) = (tmp_path / "gbc" / "auto").iterdir()
+    assert re.fullmatch(r"[0-9a-f]{20}\.json", decision.name)
 
 
 def test_real_calibration_chips_are_used(pkg, cache):
@@ -310,3 +456,37 @@ def test_a_pickle_named_weights_is_refused_without_running_it(pkg, tmp_path):
         Predictor(loaded, runtime="eager")
     assert "pickle" in err.value.hint
     assert not marker.exists()
+
+
+# -- start-up: no torch at import, converted IR and compiled models cached, loading in the background -----
+
+
+def test_importing_the_predictor_imports_neither_torch_nor_nncf():
+    code = ("import sys, groundbreak.inference, groundbreak.openvino_runtime; "
+            "bad = [m for m in ('torch', 'nncf') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_openvino_converts_once_and_warm_loads_the_compiled_model(pkg, chips, tmp_path):
+    pytest.importorskip("openvino")
+    cold = Predictor(pkg, runtime="openvino", cache_dir=tmp_path)
+    assert cold.source == "cached IR" and not cold.from_cache
+    (ir,) = (tmp_path / "openvino").glob("ir-*")
+    stamp = (ir / "model.bin").stat().st_mtime_ns
+    warm = Predictor(pkg, runtime="openvino", cache_dir=tmp_path)
+    assert warm.from_cache and (ir / "model.bin").stat().st_mtime_ns == stamp  # no second conversion
+    assert list((tmp_path / "openvino").glob("compiled-*/*"))
+    np.testing.assert_array_equal(cold.predict(chips).scores, warm.predict(chips).scores)
+
+
+def test_a_predictor_can_load_in_the_background(pkg, chips, cache):
+    from groundbreak.inference import start_predictor
+
+    future = start_predictor(pkg, runtime="eager", cache_dir=cache)
+    got = future.result(timeout=300).predict(chips, "uint16").scores
+    np.testing.assert_array_equal(got, Predictor(pkg, runtime="eager", cache_dir=cache).predict(chips, "uint16").scores)
+    refused = start_predictor(pkg, runtime="tensorrt")
+    with pytest.raises(UsageError, match="unknown inference runtime"):
+        refused.result(timeout=60)  # the build's error reaches the caller

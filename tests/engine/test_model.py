@@ -149,6 +149,41 @@ def _set_bands(bands, channels=None):
     return change
 
 
+@pytest.mark.parametrize("name", ["../../etc/x", "a/b", ".hidden", "", "x" * 65, "name with spaces"])
+def test_unsafe_model_names_are_refused(pkg_dir, name):
+    # mlm:name reaches cache and output file names: it must not be able to point anywhere else.
+    edit(pkg_dir, lambda p: p.__setitem__("mlm:name", name))
+    with pytest.raises(ModelError, match="mlm:name"):
+        load_model_package(pkg_dir)
+
+
+def test_runtime_validation_records(pkg_dir):
+    record = {"passed": False, "f1": 0.0, "reference_f1": 0.966, "reference_runtime": "eager",
+              "data": "demo world 7 (unseen)", "chips": 491, "seen_in_training": False}
+    edit(pkg_dir, lambda p: p.__setitem__("groundbreak:runtime_validation", {"openvino-int8": record}))
+    got = load_model_package(pkg_dir).runtime_validation["openvino-int8"]
+    assert (got.runtime, got.passed, got.f1, got.reference_f1, got.chips) == ("openvino-int8", False, 0.0, 0.966, 491)
+    assert got.seen_in_training is False
+    assert got.describe() == "F1 0.000 against 0.966 (eager) on demo world 7 (unseen) (491 chips)"
+
+
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        ({"tensorrt": {"passed": True}}, "unknown runtime"),
+        ({"openvino-int8": {"f1": 0.9}}, "passed' is missing"),
+        ({"openvino-int8": {"passed": "no"}}, "must be true or false"),
+        ({"openvino-int8": {"passed": True, "f1": "high"}}, "must be a number"),
+        ({"openvino-int8": True}, "must be an object"),
+    ],
+)
+def test_bad_runtime_validation_records_are_named(pkg_dir, records, expected):
+    edit(pkg_dir, lambda p: p.__setitem__("groundbreak:runtime_validation", records))
+    with pytest.raises(ModelError, match=re.escape(expected)) as err:
+        load_model_package(pkg_dir)
+    assert "groundbreak:runtime_validation" in str(err.value)
+
+
 def test_unknown_band_name(pkg_dir):
     edit(pkg_dir, _set_bands(["red", "green", "blue", "swir"]))
     with pytest.raises(ModelError, match=r"mlm:input\[0\]\.bands.*'swir'.*not a known band") as err:

@@ -67,9 +67,10 @@ def show(path: Optional[str] = None, as_json: bool = False) -> None:
 
 
 def _register() -> None:
-    from . import model_publish
+    from . import model_publish, model_quantize
 
     command.add_command(model_publish.command)
+    command.add_command(model_quantize.command)
 
 
 _register()
