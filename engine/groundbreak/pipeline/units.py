@@ -221,7 +221,7 @@ def shared_predictor(model: ModelPackage, *, runtime: Optional[str], threads: in
 def build_predictor(model: ModelPackage, *, runtime: Optional[str], threads: int, batch_size: int,
                     force_runtime: bool = False) -> Predictor:
     try:
-        from ..inference import Predictor as _Predictor  # torch is imported here, never at package import
+        from ..inference import Predictor as _Predictor  # the runtime (torch only if the package needs it)
     except ImportError as exc:
         raise DependencyError(
             "cannot load the inference runtime: %s" % exc,
