@@ -11,6 +11,7 @@ decide through ``DropRule.decide``. To change what counts as usable, change this
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -127,6 +128,9 @@ def decode_mask(source: MaskSource, data: np.ndarray) -> np.ndarray:
                 f"mask {source.path}: band {source.band} requested, data has {arr.shape[0]}",
                 hint="pass the mask band's data",
             )
+        if band.dtype == np.uint8 and all(0 <= v <= 255 for v in _class_values(source)):
+            # One table lookup per pixel (8-bit masks, the usual case) instead of a search per class.
+            return _class_table(source.shadow_values, source.cloud_values, source.nodata_values)[band]
         for values, cls in (
             (source.shadow_values, SHADOW),
             (source.cloud_values, CLOUD),
@@ -138,6 +142,20 @@ def decode_mask(source: MaskSource, data: np.ndarray) -> np.ndarray:
     raise UsageError(
         f"unknown mask kind {source.kind!r} for {source.path}", hint="use 'udm2' or 'classes'"
     )
+
+
+def _class_values(source: MaskSource) -> Tuple[int, ...]:
+    return source.shadow_values + source.cloud_values + source.nodata_values
+
+
+@functools.lru_cache(maxsize=32)
+def _class_table(shadow: Tuple[int, ...], cloud: Tuple[int, ...], nodata: Tuple[int, ...]) -> np.ndarray:
+    """value -> class for 8-bit masks, later classes winning (NODATA > CLOUD > SHADOW > VALID)."""
+    table = np.full(256, VALID, dtype=np.uint8)
+    for values, cls in ((shadow, SHADOW), (cloud, CLOUD), (nodata, NODATA)):
+        table[list(values)] = cls
+    table.setflags(write=False)
+    return table
 
 
 def class_fractions(classes: np.ndarray) -> np.ndarray:

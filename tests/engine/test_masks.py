@@ -41,3 +41,14 @@ def test_precedence_nodata_over_cloud_over_shadow():
     merge_classes(classes, decoded, np.ones_like(classes, bool))
     assert classes.tolist() == [[SHADOW, CLOUD, NODATA, CLOUD]]
     assert class_fractions(classes).tolist() == [0.0, 0.25, 0.5, 0.25]
+
+
+def test_8bit_masks_decode_by_table_exactly_as_by_search():
+    from groundbreak.masks import SCL_MASK_VALUES, MaskSource, decode_mask
+
+    source = MaskSource.of_classes("x.tif", SCL_MASK_VALUES, origin="test")
+    band = np.random.default_rng(3).integers(0, 256, size=(64, 64)).astype(np.uint8)
+    by_table = decode_mask(source, band)
+    by_search = decode_mask(source, band.astype(np.uint16))  # not 8-bit: the per-class search
+    assert by_table.dtype == np.uint8 and np.array_equal(by_table, by_search)
+    assert set(np.unique(by_table)) == {VALID, NODATA, CLOUD, SHADOW}
