@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,7 @@ class Predictor:
         net: Any = None,
         candidates: Sequence[str] = AUTO_ORDER,
         force: bool = False,
+        streams: int = 1,
     ) -> None:
         """``runtime`` defaults to the package's ``groundbreak:runtime`` (itself "auto").
 
@@ -201,7 +203,9 @@ class Predictor:
         ``candidates``: the runtimes ``auto`` may choose, fastest first (eager is always the last
         resort). ``force``: run a runtime named explicitly even when the package records that it
         failed validation. ``cache_dir``: the cache root (default ``groundbreak.cache``'s, which
-        honours GROUNDBREAK_CACHE).
+        honours GROUNDBREAK_CACHE). ``streams``: OpenVINO runtimes compile that many streams sharing
+        ``threads`` and accept that many concurrent ``predict`` calls (``self.streams``; torch
+        runtimes keep one).
         """
         if threads < 1:
             raise UsageError(f"threads must be >= 1, got {threads}")
@@ -217,6 +221,8 @@ class Predictor:
         t0 = time.perf_counter()
         self.package = package
         self.threads = threads
+        self._streams = max(1, min(int(streams), threads))
+        self._lock = threading.Lock()  # the counters, when several threads predict at once
         self.batch_size = batch_size
         self.tolerance = tolerance
         self.calibration_size = calibration_size
@@ -269,10 +275,16 @@ class Predictor:
             set_threads(self.threads)  # torch's thread count is per calling thread
         t0 = time.perf_counter()
         logits, cells = self._run(self._engine, x, count=True)
-        self._model_seconds += time.perf_counter() - t0
-        self._calls += 1
-        self._chips += n
+        with self._lock:
+            self._model_seconds += time.perf_counter() - t0
+            self._calls += 1
+            self._chips += n
         return Prediction(sigmoid(logits), sigmoid(cells))
+
+    @property
+    def streams(self) -> int:
+        """How many ``predict`` calls may run at once (OpenVINO streams; 1 for torch runtimes)."""
+        return int(getattr(self._engine, "streams", 1))
 
     @property
     def forward_batch(self) -> int:
@@ -449,7 +461,8 @@ class Predictor:
         cached = self._cached_ir(name)
         if cached is None:  # no writable cache: compile the in-memory model
             model = self._convert() if name != "openvino-int8" else self._quantise_at_load()
-            return _Built(ovr.compile_model(model, self.threads, precision), False, False, "torch")
+            return _Built(ovr.compile_model(model, self.threads, precision, streams=self._streams), False, False,
+                          "torch")
         return _Built(self._compile(cached, name, precision), checked=False, uses_torch=False, source="cached IR")
 
     def _compile(self, ir: IRFiles, name: str, precision: str) -> Engine:
@@ -457,12 +470,14 @@ class Predictor:
         p = self.package
         parts = [ir.sha256, name, precision, self.threads, f"batch:?x{len(p.bands)}x{p.chip_size}x{p.chip_size}",
                  ovr.cpu_signature(), ovr.library_version("openvino")]  # fmt: skip
+        if self._streams > 1:
+            parts.append(f"streams:{self._streams}")
         blobs = self._cache_entry("openvino", "compiled-" + gbcache.digest(parts), "")
         try:
-            return ovr.compile_model(ir.xml, self.threads, precision, cache_dir=blobs)
+            return ovr.compile_model(ir.xml, self.threads, precision, cache_dir=blobs, streams=self._streams)
         except OSError as exc:  # an unwritable cache folder costs a compilation, never the run
             log.warning("OpenVINO model cache %s unusable (%s); compiling without it", blobs, exc)
-            return ovr.compile_model(ir.xml, self.threads, precision)
+            return ovr.compile_model(ir.xml, self.threads, precision, streams=self._streams)
 
     def _cached_ir(self, name: str) -> Optional[IRFiles]:
         """The network as IR from the cache: converted (fp32) or calibrated at load (int8), made once."""
@@ -503,8 +518,9 @@ class Predictor:
         step = self.batch_size
         outs = [engine(x[i : i + step]) for i in range(0, x.shape[0], step)]
         if count:
-            self._passes += len(outs)
-            self._largest = max(self._largest, min(step, x.shape[0]))
+            with self._lock:
+                self._passes += len(outs)
+                self._largest = max(self._largest, min(step, x.shape[0]))
         if len(outs) == 1:
             return outs[0]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])

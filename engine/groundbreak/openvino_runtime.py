@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import queue
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -115,14 +116,18 @@ def cpu_signature() -> str:
     return hashlib.sha256(f"{platform.machine()}|{name}|{flags}".encode()).hexdigest()[:16]
 
 
-def compile_config(threads: int, precision: str, *, cache_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """CPU plugin settings, every one that can change results set explicitly (see the module docs)."""
+def compile_config(threads: int, precision: str, *, cache_dir: Optional[Path] = None,
+                   streams: int = 1) -> Dict[str, Any]:
+    """CPU plugin settings, every one that can change results set explicitly (see the module docs).
+
+    ``streams`` > 1 splits the ``threads`` between that many concurrent infer requests (throughput
+    mode: one batch per stream, no synchronisation across threads inside a forward pass)."""
     config: Dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
         "INFERENCE_PRECISION_HINT": precision,
         "EXECUTION_MODE_HINT": "PERFORMANCE",
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+        "NUM_STREAMS": streams,
         "TBB_PARTITIONER": "STATIC",
         "CPU_DENORMALS_OPTIMIZATION": False,
         # OpenVINO pins threads to cores by default: two single-thread processes then share core 0.
@@ -133,7 +138,8 @@ def compile_config(threads: int, precision: str, *, cache_dir: Optional[Path] = 
     return config
 
 
-def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Optional[Path] = None) -> "CompiledEngine":
+def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Optional[Path] = None,
+                  streams: int = 1) -> "CompiledEngine":
     """Compile an ``openvino.Model`` or an IR path for the CPU; returns ``run(x) -> (chip, cells)``.
 
     With ``cache_dir`` (and a path), OpenVINO's model cache stores the compiled blob there: a later
@@ -141,18 +147,22 @@ def compile_model(model: Any, threads: int, precision: str, *, cache_dir: Option
     """
     ov = import_openvino()
     core = ov.Core()
-    config = compile_config(threads, precision, cache_dir=cache_dir)
+    config = compile_config(threads, precision, cache_dir=cache_dir, streams=streams)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     source = str(model) if isinstance(model, Path) else model
-    return CompiledEngine(core.compile_model(source, "CPU", config))
+    return CompiledEngine(core.compile_model(source, "CPU", config), streams)
 
 
 class CompiledEngine:
-    """A compiled model and its one infer request: ``engine(x) -> (chip logits, cell logits)``."""
+    """A compiled model and one infer request per stream: ``engine(x) -> (chip logits, cell logits)``;
+    safe to call from as many threads at once as it has streams."""
 
-    def __init__(self, compiled: Any) -> None:
-        self._request = compiled.create_infer_request()
+    def __init__(self, compiled: Any, streams: int = 1) -> None:
+        self.streams = streams
+        self._requests: "queue.Queue[Any]" = queue.Queue()
+        for _ in range(streams):
+            self._requests.put(compiled.create_infer_request())
         self._chip, self._cells = compiled.outputs[0], compiled.outputs[1]
         try:
             #: True when OpenVINO's model cache supplied the compiled model (a warm load).
@@ -161,8 +171,12 @@ class CompiledEngine:
             self.from_cache = False
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        res = self._request.infer({0: x})
-        return np.array(res[self._chip], np.float32), np.array(res[self._cells], np.float32)
+        request = self._requests.get()
+        try:
+            res = request.infer({0: x})
+            return np.array(res[self._chip], np.float32), np.array(res[self._cells], np.float32)
+        finally:
+            self._requests.put(request)
 
 
 # -- IR entries: a folder with model.xml, model.bin and their hashes ------------------------------------

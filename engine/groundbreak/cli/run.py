@@ -24,6 +24,7 @@ from .summary import print_run_summary, progress_listener
 @options.runtime
 @options.force_runtime
 @options.readers
+@options.streams
 @click.option("--no-timeline", is_flag=True,
               help="Do not build sites with dates at the end of a multi-date run (`groundbreak timeline` can later).")
 @click.option("--overwrite", is_flag=True,

@@ -30,9 +30,10 @@ from ..names import DROP_REASONS, PROGRESS_COUNTS, ChipStatus
 from ..plan import Plan, fitted
 from ..reporter import CancelToken, Reporter
 from ..store import ChipRecord, DetectionRecord, DetectionStore
+from .batches import BatchStage
 from .options import RunOptions, RunResult, RunStats, RunStatus
 from .provenance import attempt_row, describe_difference, run_fingerprint, short_id
-from .stages import Predictor, ReadyChip, Screened, detection_feature, infer
+from .stages import Predictor, ReadyChip, Screened, detection_feature
 from .units import UnitTask, ViewPool, read_unit, shared_predictor, unit_tasks
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class _ModelLoader:
     def _load(self, model: ModelPackage, options: RunOptions) -> None:
         try:
             self._result.append(shared_predictor(model, runtime=options.runtime, threads=options.threads,
-                                                 batch_size=options.batch_size, force_runtime=options.force_runtime))
+                                                 batch_size=options.batch_size, force_runtime=options.force_runtime,
+                                                 streams=options.inference_streams))
         except BaseException as exc:  # re-raised on the main thread by get()
             self._result.append(exc)
 
@@ -83,20 +85,21 @@ class _ModelLoader:
 class _Reader:
     """The I/O stage: screening and reads of every task, in order, into a bounded queue."""
 
-    def __init__(self, tasks: Sequence[UnitTask], options: RunOptions, timings: Dict[str, float]) -> None:
+    def __init__(self, tasks: Sequence[UnitTask], options: RunOptions, timings: Dict[str, float],
+                 model: ModelPackage) -> None:
         self.items: "queue.Queue[Optional[Screened]]" = queue.Queue(maxsize=max(4, options.batch_size * 3))
         self._stop = threading.Event()
         self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(tasks, options.readers, timings),
+        self._thread = threading.Thread(target=self._run, args=(tasks, options.readers, timings, model),
                                         name="groundbreak-reader", daemon=True)
         self._thread.start()
 
-    def _run(self, tasks: Sequence[UnitTask], readers: int, timings: Dict[str, float]) -> None:
+    def _run(self, tasks: Sequence[UnitTask], readers: int, timings: Dict[str, float], model: ModelPackage) -> None:
         views = ViewPool()
         pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="groundbreak-read")
         try:
             for task in tasks:
-                for item in read_unit(task, views, pool, timings=timings, stopped=self._stop.is_set):
+                for item in read_unit(task, views, pool, timings=timings, model=model, stopped=self._stop.is_set):
                     if not self._put(item):
                         return
         except BaseException as exc:  # surfaced on the main thread
@@ -177,7 +180,7 @@ class LocalRun:
         reader: Optional[_Reader] = None
         try:
             tasks = self._pending_tasks(output.store, fresh=output.staged)
-            reader = _Reader(tasks, self.options, self.timings)
+            reader = _Reader(tasks, self.options, self.timings, self.model)
             predictor = loader.get(self.cancel)
             self.timings["model_load_s"] = time.perf_counter() - t0
             if predictor is None:  # cancelled while the model loaded: nothing was written
@@ -246,12 +249,24 @@ class LocalRun:
 
     # -- the batch loop -----------------------------------------------------------------------------
     def _loop(self, reader: _Reader, predictor: Predictor, output: _Output) -> RunStatus:
+        stage = BatchStage(predictor, self.model, self.plan.grid,
+                           lambda chips, dets, n: self._commit(output, chips, dets, n), self.timings)
+        try:
+            status = self._feed(reader, predictor, stage)
+            stage.drain()
+        finally:
+            stage.close()
+            self.forward_batch = stage.forward_batch
+        self.reporter.progress("infer", self.done, self.total, self.counts)
+        return status
+
+    def _feed(self, reader: _Reader, predictor: Predictor, stage: BatchStage) -> RunStatus:
         batch: List[ReadyChip] = []
         records: List[ChipRecord] = []
         while True:
             if self.cancel.cancelled:
                 # Decisions already made (drops) are kept; chips read but not inferred are redone on resume.
-                self._flush(predictor, output, [], records, final=True)
+                stage.submit([], records)
                 return RunStatus.CANCELLED
             t = time.perf_counter()
             item = reader.items.get()
@@ -261,29 +276,21 @@ class LocalRun:
             if isinstance(item, ReadyChip):
                 batch.append(item)
                 if len(batch) >= predictor.batch_size:
-                    self._flush(predictor, output, batch, records)
+                    stage.submit(batch, records)
                     batch, records = [], []
             else:
                 records.append(item)
                 if len(records) >= 4 * predictor.batch_size and not batch:
-                    self._flush(predictor, output, [], records)
+                    stage.submit([], records)
                     records = []
         if reader.error is not None:
             raise reader.error
-        self._flush(predictor, output, batch, records, final=True)
+        stage.submit(batch, records)
         return RunStatus.OK
 
-    def _flush(self, predictor: Predictor, output: _Output, batch: List[ReadyChip], records: List[ChipRecord],
-               final: bool = False) -> None:
-        chips = list(records)
-        detections: Tuple[DetectionRecord, ...] = ()
-        if batch:
-            t = time.perf_counter()
-            inferred = infer(predictor, self.model, batch, self.plan.grid)
-            self.timings["infer_s"] += time.perf_counter() - t
-            self.forward_batch = max(self.forward_batch, min(len(batch), predictor.batch_size))
-            chips.extend(inferred.chips)
-            detections = inferred.detections
+    def _commit(self, output: _Output, chips: List[ChipRecord], detections: Tuple[DetectionRecord, ...],
+                inferred: int) -> None:
+        """One batch's chips and detections in one transaction (called in submission order)."""
         if chips:
             t = time.perf_counter()
             output.store.commit(chips, detections, run_id=self.run_id)
@@ -297,7 +304,7 @@ class LocalRun:
                 features = [detection_feature(d, self.run_id) for d in detections]
                 self.reporter.features(self.plan.grid.crs_string, features)
         now = time.perf_counter()
-        if final or batch or now - self._last_progress > 0.5:
+        if inferred or now - self._last_progress > 0.5:
             self.reporter.progress("infer", self.done, self.total, self.counts)
             self._last_progress = now
 

@@ -35,6 +35,12 @@ class RunOptions:
     overwrite: bool = False
     prefilter_margin: float = DEFAULT_PREFILTER_MARGIN
     force_runtime: bool = False  # run a runtime the package's validation records as failed
+    #: Concurrent forward passes (OpenVINO streams sharing ``threads``); None: one per thread.
+    streams: Optional[int] = None
+
+    @property
+    def inference_streams(self) -> int:
+        return self.streams if self.streams is not None else self.threads
 
     @property
     def drop_rule(self) -> DropRule:
@@ -49,6 +55,9 @@ class RunOptions:
             raise UsageError("--batch-size must be between 1 and 1024 (got %s)" % self.batch_size)
         if self.threads < 1:
             raise UsageError("--threads must be at least 1 (got %s)" % self.threads)
+        if self.streams is not None and not 1 <= self.streams <= self.threads:
+            raise UsageError("--streams must be between 1 and --threads (%d), got %s" % (self.threads, self.streams),
+                             hint="each stream needs at least one of the inference threads")
         if not 1 <= self.readers <= 64:
             raise UsageError("--readers must be between 1 and 64 (got %s)" % self.readers)
         if self.price_per_hour < 0:

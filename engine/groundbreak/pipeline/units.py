@@ -30,7 +30,7 @@ from ..plan import ChipRef, Plan
 from ..scene import Scene
 from ..store import ChipRecord, DetectionRecord
 from ..view import SceneView
-from .stages import Predictor, ReadyChip, Screened, extract, infer, screen
+from .stages import Predictor, ReadyChip, Screened, extract, infer, prepare, screen
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,13 @@ class ViewPool:
 
 
 def read_unit(task: UnitTask, views: ViewPool, pool: Optional[ThreadPoolExecutor] = None, *,
-              timings: Optional[Dict[str, float]] = None,
+              timings: Optional[Dict[str, float]] = None, model: Optional[ModelPackage] = None,
               stopped: Callable[[], bool] = lambda: False) -> Iterator[Screened]:
     """Screen then extract one unit's chips, in the unit's order (deterministic whatever ``pool``).
 
     Prefilter drops come first; then each kept chip's exact decision. At most a bounded chunk of
-    chips is in flight, so memory stays flat with unit size."""
+    chips is in flight, so memory stays flat with unit size. With ``model``, ready chips are also
+    prepared for it here (on the reader threads), so inference only runs the network."""
     timings = timings if timings is not None else {}
     t = time.perf_counter()
     dropped, keep = screen(views.get(task), task.chips, scene=task.scene, grid=task.grid, rule=task.rule,
@@ -189,6 +190,8 @@ def read_unit(task: UnitTask, views: ViewPool, pool: Optional[ThreadPoolExecutor
     def one(ref: ChipRef) -> Screened:
         t0 = time.perf_counter()
         item = extract(views.get(task), ref, scene=task.scene, grid=task.grid, rule=task.rule, unit_id=task.unit_id)
+        if model is not None and isinstance(item, ReadyChip):
+            item = prepare(model, item)
         timings["read_s"] = timings.get("read_s", 0.0) + time.perf_counter() - t0  # summed over readers
         return item
 
@@ -206,20 +209,21 @@ _predictors_lock = threading.Lock()
 
 
 def shared_predictor(model: ModelPackage, *, runtime: Optional[str], threads: int, batch_size: int,
-                     force_runtime: bool = False) -> Predictor:
+                     force_runtime: bool = False, streams: int = 1) -> Predictor:
     """The process's predictor for this package and settings, built on first use: a fleet worker
     loads the model once, not once per unit."""
-    key = (package_digest(model), runtime, threads, batch_size, force_runtime)
+    key = (package_digest(model), runtime, threads, batch_size, force_runtime, streams)
     with _predictors_lock:
         found = _predictors.get(key)
         if found is None:
             found = _predictors[key] = build_predictor(model, runtime=runtime, threads=threads,
-                                                       batch_size=batch_size, force_runtime=force_runtime)
+                                                       batch_size=batch_size, force_runtime=force_runtime,
+                                                       streams=streams)
         return found
 
 
 def build_predictor(model: ModelPackage, *, runtime: Optional[str], threads: int, batch_size: int,
-                    force_runtime: bool = False) -> Predictor:
+                    force_runtime: bool = False, streams: int = 1) -> Predictor:
     try:
         from ..inference import Predictor as _Predictor  # the runtime (torch only if the package needs it)
     except ImportError as exc:
@@ -229,6 +233,8 @@ def build_predictor(model: ModelPackage, *, runtime: Optional[str], threads: int
                  "(or re-run scripts/setup_engine.sh / the plugin's Set up engine)",
         ) from None
     kwargs: Dict[str, object] = {"threads": threads, "runtime": runtime, "batch_size": batch_size}
+    if streams > 1:
+        kwargs["streams"] = streams
     if force_runtime:
         kwargs["force"] = True
     return _Predictor(model, **kwargs)  # type: ignore[arg-type]
@@ -258,7 +264,7 @@ def run_unit(task: UnitTask, predictor: Optional[Predictor] = None) -> UnitResul
         batch.clear()
 
     try:
-        for item in read_unit(task, views, pool, timings=timings):
+        for item in read_unit(task, views, pool, timings=timings, model=model):
             if isinstance(item, ReadyChip):
                 batch.append(item)
                 if len(batch) >= task.batch_size:

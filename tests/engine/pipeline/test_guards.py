@@ -14,7 +14,7 @@ import pytest
 from conftest import ORIGIN, write_aoi, write_scene
 from shapely.geometry import box
 
-from groundbreak.errors import GroundbreakError, OutputError
+from groundbreak.errors import GroundbreakError, OutputError, UsageError
 from groundbreak.masks import MaskRules
 from groundbreak.model import load_model_package
 from groundbreak.pipeline import RunOptions, run_detection
@@ -138,9 +138,9 @@ def test_a_new_output_is_not_left_behind_when_the_run_cannot_start(tmp_path, mod
 def test_an_attempt_that_fails_midway_is_recorded_failed(tmp_path, model, monkeypatch):
     scene = write_scene(tmp_path / "a_20240501.tif", size=(768, 512))
     out = tmp_path / "out.gpkg"
-    from groundbreak.pipeline import local
+    from groundbreak.pipeline import batches
 
-    real_infer = local.infer
+    real_infer = batches.infer
     calls = []
 
     def infer_then_fail(*args, **kwargs):  # a bug in the second batch: the first is already committed
@@ -149,7 +149,7 @@ def test_an_attempt_that_fails_midway_is_recorded_failed(tmp_path, model, monkey
             raise RuntimeError("boom")
         return real_infer(*args, **kwargs)
 
-    monkeypatch.setattr(local, "infer", infer_then_fail)
+    monkeypatch.setattr(batches, "infer", infer_then_fail)
     with pytest.raises(RuntimeError, match="boom"):
         run(tmp_path, [scene], model, out, batch_size=2)
     conn = sqlite3.connect(str(out))
@@ -158,7 +158,60 @@ def test_an_attempt_that_fails_midway_is_recorded_failed(tmp_path, model, monkey
         assert conn.execute("SELECT COUNT(*) FROM chips").fetchone()[0] == 2
     finally:
         conn.close()
-    monkeypatch.setattr(local, "infer", real_infer)
+    monkeypatch.setattr(batches, "infer", real_infer)
     again = run(tmp_path, [scene], model, out, batch_size=2)  # the same command resumes
     assert again.status == "ok" and again.stats.chips_resumed == 2 and len(scores(out)) == 6
     assert np.isfinite(list(scores(out).values())).all()
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "openvino-int8"])
+def test_concurrent_streams_give_the_scores_and_order_of_one_stream(tmp_path, model, runtime):
+    # Two forward passes in flight (two 1-thread OpenVINO streams) must change speed only.
+    scenes = [write_scene(tmp_path / ("%s_2024050%d.tif" % (n, i + 1)), size=(1024, 768), seed=i)
+              for i, n in enumerate("ab")]
+    one = run(tmp_path, scenes, model, tmp_path / "one.gpkg", runtime=runtime, threads=2, streams=1, batch_size=2,
+              force_runtime=True)
+    two = run(tmp_path, scenes, model, tmp_path / "two.gpkg", runtime=runtime, threads=2, streams=2, batch_size=2,
+              force_runtime=True)
+    assert one.stats.chips_inferred == two.stats.chips_inferred == 12  # six batches
+    assert scores(one.output) == scores(two.output)  # bit-identical
+    conn = sqlite3.connect(str(two.output))
+    try:  # committed in submission order: chip rows in the same order as the one-stream run
+        order_two = [r for r in conn.execute("SELECT scene_id, chip_id FROM chips ORDER BY rowid")]
+    finally:
+        conn.close()
+    conn = sqlite3.connect(str(one.output))
+    try:
+        assert order_two == [r for r in conn.execute("SELECT scene_id, chip_id FROM chips ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+def test_a_failed_forward_pass_among_streams_keeps_the_batches_before_it(tmp_path, model, monkeypatch):
+    scene = write_scene(tmp_path / "a_20240501.tif", size=(1024, 768))
+    out = tmp_path / "out.gpkg"
+    from groundbreak.pipeline import batches
+
+    real_infer = batches.infer
+    calls = []
+
+    def third_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return real_infer(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "infer", third_fails)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tmp_path, [scene], model, out, runtime="openvino", threads=2, streams=2, batch_size=2)
+    conn = sqlite3.connect(str(out))
+    try:  # batches 1 and 2 were committed in order before the failure surfaced; nothing after it
+        assert conn.execute("SELECT COUNT(*) FROM chips").fetchone()[0] == 4
+        assert [r[0] for r in conn.execute("SELECT status FROM runs")] == ["failed"]
+    finally:
+        conn.close()
+
+
+def test_more_streams_than_threads_is_a_usage_error():
+    with pytest.raises(UsageError, match="--streams must be between 1 and --threads"):
+        RunOptions(threads=1, streams=2).validate()
