@@ -178,7 +178,8 @@ def _aoi_crs(crs_text: Optional[str], geometries, spec: str) -> CRS:
             ) from None
     # No CRS at all: accept lon/lat-looking coordinates, refuse anything else rather than guess.
     bounds = shapely.total_bounds(shapely.from_wkb([g for g in geometries if g is not None]))
-    if all(math.isfinite(b) for b in bounds) and -180 <= bounds[0] and bounds[2] <= 180 and -90 <= bounds[1] and bounds[3] <= 90:
+    lonlat = -180 <= bounds[0] and bounds[2] <= 180 and -90 <= bounds[1] and bounds[3] <= 90
+    if all(math.isfinite(b) for b in bounds) and lonlat:
         log.warning("AOI %s has no CRS; coordinates look like lon/lat, assuming EPSG:4326", spec)
         return CRS.from_epsg(4326)
     raise InvalidGeometryError(

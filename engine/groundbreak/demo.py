@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 import rasterio
@@ -29,6 +29,10 @@ from .plan import plan_inputs
 from .reporter import CancelToken, Reporter
 from .store import geometry_from_blob
 from .timeline import TimelineResult, build_timeline
+
+if TYPE_CHECKING:  # world and sitescore are imported when the demo runs
+    from .sitescore import SiteReport
+    from .world import WorldManifest
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ def _score_against_truth(out: Path, world, grid, model: ModelPackage) -> Dict[st
             "f1": json_safe(round(s.f1, 3))}
 
 
-def write_quicklook(path: Path, world, gpkg: Path, model: ModelPackage, *, panel: Optional[int] = None,
+def write_quicklook(path: Path, world: "WorldManifest", gpkg: Path, model: ModelPackage, *, panel: Optional[int] = None,
                     timeline: Optional[TimelineResult] = None) -> Path:
     """True-colour panels, one per date, with detections outlined (colour by score), the
     labelled construction sites in cyan and the timeline's sites (green while active, with their
@@ -245,7 +249,7 @@ def _draw_sites(draw, timeline: TimelineResult, date: str, crs, to_px) -> None:
             draw.text((px + 6, py - 6), site.site_id.rsplit("_", 1)[-1].lstrip("0"), fill=(0, 255, 0))
 
 
-def write_world_truth(world, out_dir: Path, region_id: str) -> Path:
+def write_world_truth(world: "WorldManifest", out_dir: Path, region_id: str) -> Path:
     """The world's labels as SMART truth: construction sites as ``positive_annotated`` site models
     (one observation per date with its phase, occluded where under half the site was clear),
     look-alikes as ``negative``; plus a region model (the AOI and the dates)."""
@@ -290,7 +294,7 @@ def write_world_truth(world, out_dir: Path, region_id: str) -> Path:
     return Path(out_dir)
 
 
-def site_figures(report, world) -> Dict[str, object]:
+def site_figures(report: "SiteReport", world: "WorldManifest") -> Dict[str, object]:
     """The demo's site-level figures: the program's precision/recall/F1, and start dates in revisits
     (0 = the first date the truth was active; +1 = one revisit late)."""
     dates = list(world.dates)
@@ -308,7 +312,8 @@ def site_figures(report, world) -> Dict[str, object]:
             "start_error_days": report.start_error_days, "end_error_days": report.end_error_days}
 
 
-def write_timeline_plot(path: Path, timeline: TimelineResult, report, world, *, max_sites: int = 6) -> Path:
+def write_timeline_plot(path: Path, timeline: TimelineResult, report: "SiteReport", world: "WorldManifest", *,
+                        max_sites: int = 6) -> Path:
     """Score over time for a few sites (matplotlib): the site's score per date, unknown dates as
     grey bands and crosses, the enter/exit thresholds, the detected span and the truth's."""
     import datetime as dt

@@ -42,7 +42,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import shapely
@@ -54,6 +54,9 @@ from .grid import utm_epsg
 from .smart import SmartRegion, SmartSite, find_region_model, read_site_models
 
 log = logging.getLogger(__name__)
+
+#: Projects a lon/lat geometry into the metric CRS the scorer measures in.
+Projector = Callable[[BaseGeometry], BaseGeometry]
 
 NEGATIVE_STATUSES = frozenset({"positive_excluded", "negative", "negative_unbounded", "transient_negative",
                                "transient_excluded"})
@@ -196,7 +199,7 @@ def _clean(geom: BaseGeometry) -> BaseGeometry:
     return geom if geom.is_valid else shapely.make_valid(geom)
 
 
-def truth_track(site: SmartSite, project, params: ScoreParams, region: Optional[SmartRegion] = None,
+def truth_track(site: SmartSite, project: Projector, params: ScoreParams, region: Optional[SmartRegion] = None,
                 region_metric: Optional[BaseGeometry] = None) -> Track:
     """A truth site model as a track, with its role (positive/negative/ignore) and why."""
     status = site.status
@@ -259,7 +262,7 @@ def truth_track(site: SmartSite, project, params: ScoreParams, region: Optional[
                  tuple(polys), union, reason)
 
 
-def proposal_track(site: SmartSite, project, region: Optional[SmartRegion] = None) -> Optional[Track]:
+def proposal_track(site: SmartSite, project: Projector, region: Optional[SmartRegion] = None) -> Optional[Track]:
     """A SMART proposal as a track; None when the program's scorer would drop it (status, dates)."""
     if site.status not in PROPOSAL_STATUSES or not site.start_date or not site.end_date:
         return None

@@ -285,7 +285,7 @@ def _write_all(out_dir: Path, region: str, region_doc: Dict[str, Any], docs: Seq
 # --------------------------------------------------------------------------------------------
 
 
-def smart_validator(schema: Path, *, originators: Iterable[str] = (ORIGINATOR,)):
+def smart_validator(schema: Path, *, originators: Iterable[str] = (ORIGINATOR,)) -> Any:
     """A jsonschema validator for the SMART schema with only the performer ``originator`` enum
     extended by ``originators`` (the program lists its own teams there)."""
     try:

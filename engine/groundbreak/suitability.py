@@ -75,7 +75,8 @@ class SceneFit:
 
 
 _NOT_IMAGERY = "not_imagery"
-_ORDER = {_NOT_IMAGERY: -1, BandMismatchError.code: 0, ResolutionError.code: 1, "dtype_mixed": 2, MissingDateError.code: 3}
+_ORDER = {_NOT_IMAGERY: -1, BandMismatchError.code: 0, ResolutionError.code: 1, "dtype_mixed": 2,
+          MissingDateError.code: 3}
 
 
 def fit_scene(scene: Scene, model: InputSpec, *,

@@ -16,7 +16,8 @@ from ..plan import Plan, plan_inputs
 from ..reporter import CancelToken, Reporter, watch_stdin
 from .options import mask_rules_from
 
-VARIADIC = ("--scenes", "--aoi", "--labels", "--negatives", "--holdout-labels", "--holdout-scenes", "--holdout-negatives")
+VARIADIC = ("--scenes", "--aoi", "--labels", "--negatives", "--holdout-labels", "--holdout-scenes",
+            "--holdout-negatives")
 
 
 def expand_variadic(args: Sequence[str]) -> List[str]:

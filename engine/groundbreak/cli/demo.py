@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -24,7 +25,8 @@ from .summary import print_run_summary, progress_listener
 @options.runtime
 @options.events
 @click.pass_context
-def command(ctx, out_dir, seed, model_path, threads, batch_size, runtime, events):
+def command(ctx: click.Context, out_dir: str, seed: int, model_path: Optional[str], threads: int,
+            batch_size: int, runtime: Optional[str], events: Optional[str]) -> None:
     """Generate a synthetic demo world and run the whole pipeline on it.
 
     Writes OUT_DIR/detections.gpkg (open it in QGIS; it holds the sites too), OUT_DIR/quicklook.png,

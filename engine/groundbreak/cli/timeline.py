@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -30,8 +31,9 @@ import click
               help="SMART observation sensor_name (default: null).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sites as JSON on stdout.")
 @click.pass_context
-def command(ctx, gpkg, aoi_id, enter, exit_, min_revisits, end_revisits, merge_gap, smart_dir, region_id,
-            sensor_name, as_json):
+def command(ctx: click.Context, gpkg: str, aoi_id: Optional[str], enter: Optional[float], exit_: Optional[float],
+            min_revisits: int, end_revisits: int, merge_gap: float, smart_dir: Optional[str], region_id: str,
+            sensor_name: Optional[str], as_json: bool) -> None:
     """Turn a multi-date run into sites with start and end dates.
 
     Per ground chip, the score over dates (dates where the chip was masked or not covered are
@@ -51,7 +53,8 @@ def command(ctx, gpkg, aoi_id, enter, exit_, min_revisits, end_revisits, merge_g
                             merge_gap_m=merge_gap)
     smart_options = SmartOptions(region_id=region_id, sensor_name=sensor_name) if smart_dir else None
     result = build_timeline(Path(gpkg), params, aoi_id=aoi_id)
-    export = export_smart(Path(gpkg), Path(smart_dir), smart_options, aoi_id=aoi_id) if smart_options else None
+    export = (export_smart(Path(gpkg), Path(smart_dir), smart_options, aoi_id=aoi_id)
+              if smart_options and smart_dir else None)
     if as_json:
         click.echo(json.dumps({
             "gpkg": str(result.gpkg), "params": result.params.to_dict(), "threshold_source": result.threshold_source,
