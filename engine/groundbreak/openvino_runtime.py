@@ -26,6 +26,7 @@ import os
 import platform
 import queue
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def block_telemetry() -> None:
+    """Keep OpenVINO's and NNCF's usage telemetry out of every engine process.
+
+    Without a consent file, ``import openvino`` sends an event to Google Analytics from a forked
+    ``multiprocessing`` child (openvino_telemetry's GA4 backend). Besides calling out from analysts'
+    and fleet machines, that fork deadlocks in a threaded process: the child closes ``sys.stdin``
+    while our stdin watcher holds its lock, and the run then hangs at exit joining the child (seen
+    with ``run --events jsonl``, the plugin's command). Both libraries fall back to a no-op stub when
+    ``openvino_telemetry`` cannot be imported, so it is made unimportable before either loads.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
+
+
 def import_openvino(runtime: str = "openvino") -> Any:
+    block_telemetry()
     try:
         import openvino
     except ImportError:
@@ -238,6 +254,7 @@ __all__ = [
     "compile_model",
     "cpu_signature",
     "file_sha256",
+    "block_telemetry",
     "import_openvino",
     "library_version",
     "read_entry",

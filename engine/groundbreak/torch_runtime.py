@@ -22,7 +22,7 @@ import torch
 from groundbreak.errors import DependencyError
 from groundbreak.model import ModelPackage
 from groundbreak.network import ChipNet, build_network, load_weights
-from groundbreak.openvino_runtime import Engine, Outputs, import_openvino
+from groundbreak.openvino_runtime import Engine, Outputs, block_telemetry, import_openvino
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def quantize_openvino(model: Any, calibration: np.ndarray, *, subset: Optional[i
     demo world against 0.966 in fp32; histogram ranges with asymmetric activations kept 0.966
     (max |dscore| 0.047). Measured with 300 chips of a training world, see its model card.
     """
+    block_telemetry()  # NNCF would otherwise load openvino_telemetry first
     try:
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters

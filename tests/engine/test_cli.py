@@ -463,3 +463,36 @@ def test_evaluate_sites_scores_proposals_against_smart_truth(tmp_path):
     assert (tmp_path / "report" / "report.json").is_file()
     mixed = invoke(["evaluate", "--sites", truth, "--proposals", proposals, "--labels", "x.gpkg"])
     assert mixed.exit_code == 2 and "cannot be combined" in mixed.stderr
+
+
+def test_an_openvino_run_streaming_events_exits_and_sends_no_telemetry(inputs, model, tmp_path):
+    # Regression: with no OpenVINO consent file, `import openvino` (on the model-loading thread) forked a
+    # telemetry child that deadlocked on stdin's lock held by the stdin watcher; the run hung at exit.
+    pytest.importorskip("openvino")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in ENV.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # telemetry skips CI
+    env.update(HOME=str(home), GROUNDBREAK_CACHE=str(tmp_path / "cache"))
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: sys.stderr.write('\\nTELEMETRY=%r' % sys.modules.get('openvino_telemetry', 0)))\n"
+            "from groundbreak.cli import main\n"
+            "main(sys.argv[1:])\n")
+    args = [str(a) for a in base_args(inputs, model, "--events", "jsonl", "--no-timeline")]
+    args[args.index("eager")] = "openvino"
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out_path, "w") as fo, open(err_path, "w") as fe:
+        proc = subprocess.Popen([PY, "-c", code, *args], stdin=subprocess.PIPE, stdout=fo, stderr=fe, env=env,
+                                cwd=inputs)  # stdin stays open, as the plugin keeps it (closing it cancels)
+        try:
+            proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the run did not exit: " + err_path.read_text()[-2000:])
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+    out, err = out_path.read_text(), err_path.read_text()
+    assert proc.returncode == 0, err[-2000:]
+    assert '"type":"result"' in out.replace(" ", ""), err[-2000:]
+    assert "TELEMETRY=None" in err  # blocked before openvino loaded: no event sent, no child forked
+    assert not (home / "intel").exists()  # no telemetry id file written into the user's home
