@@ -48,5 +48,6 @@ def describe_status(status: Optional[dict], runtime_setting: str, error: Optiona
         if runtime.startswith("openvino") and not status.get("openvino"):
             runtime_text += " but OpenVINO is not installed: runs will fail"
     if not status.get("torch"):
-        runtime_text += "; torch is missing: runs will fail"
+        runtime_text += ("; inference only (no torch): model packages without an OpenVINO IR cannot run"
+                         if status.get("openvino") else "; torch is missing: runs will fail")
     return "Engine ready: groundbreak %s · runtime %s" % (status.get("groundbreak") or "?", runtime_text)

@@ -96,7 +96,13 @@ class GroundbreakPlugin:
             self.setup_dialog.raise_()
             return
         try:
-            plan = plan or plan_setup(settings.engine_root())
+            if plan is None:
+                from .setup_dialog import SetupChoiceDialog
+
+                choice = SetupChoiceDialog(self.iface.mainWindow())
+                if not choice.exec_():
+                    return
+                plan = plan_setup(settings.engine_root(), kind=choice.kind)
         except SetupError as exc:
             self.iface.messageBar().pushMessage("Groundbreak", str(exc), level=Qgis.Critical, duration=0)
             return

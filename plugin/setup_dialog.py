@@ -8,15 +8,17 @@ from typing import List, Optional
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QDialog,
+    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QRadioButton,
     QVBoxLayout,
 )
 
-from .setup_engine import STEPS, EngineSetup
+from .setup_engine import KINDS, STEPS, EngineKind, EngineSetup
 
 PENDING, CURRENT, DONE, FAILED = "·", "▶", "✓", "✗"
 
@@ -28,8 +30,9 @@ class SetupDialog(QDialog):
         self.setWindowTitle("Groundbreak: set up engine")
         self.setMinimumWidth(560)
         col = QVBoxLayout(self)
-        col.addWidget(QLabel("A new Python environment for the engine (torch CPU, OpenVINO) in\n%s"
-                             % setup.plan.venv_dir))
+        info = KINDS[setup.plan.kind]
+        col.addWidget(QLabel("A new Python environment for the engine (%s: %s) in\n%s"
+                             % (info.title.lower(), info.size, setup.plan.venv_dir)))
         self.step_labels: List[QLabel] = []
         for title in STEPS:
             label = QLabel("%s  %s" % (PENDING, title))
@@ -114,3 +117,33 @@ class SetupDialog(QDialog):
         if self.ok is None:
             self.setup.cancel()
         super().reject()
+
+
+class SetupChoiceDialog(QDialog):
+    """Which engine to install, with what each can do and its size, before anything is downloaded."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Groundbreak: set up engine")
+        col = QVBoxLayout(self)
+        col.addWidget(QLabel("Which engine should Groundbreak install? The engine you use now stays until the new "
+                             "one works."))
+        self.buttons = {}
+        for kind, info in KINDS.items():
+            button = QRadioButton("&%s (%s)" % (info.title, info.size))
+            button.setChecked(kind == EngineKind.FULL)
+            detail = QLabel(info.what)
+            detail.setWordWrap(True)
+            detail.setContentsMargins(24, 0, 0, 6)
+            col.addWidget(button)
+            col.addWidget(detail)
+            self.buttons[kind] = button
+        box = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        box.button(QDialogButtonBox.Ok).setText("&Install")
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        col.addWidget(box)
+
+    @property
+    def kind(self) -> EngineKind:
+        return next(k for k, b in self.buttons.items() if b.isChecked())

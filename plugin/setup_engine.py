@@ -7,7 +7,9 @@
 3. *Working out what to install*: ``pip install --dry-run --report``, so the install can count
    "N of M packages".
 4. *Downloading and installing*: ``pip install torch==2.13.0 <engine>[fast]`` (torch always pinned:
-   an unpinned torch can resolve to a multi-GB CUDA build; ``fast`` is the engine's OpenVINO extra).
+   an unpinned torch can resolve to a multi-GB CUDA build; ``fast`` is the engine's OpenVINO extra),
+   or for an inference-only engine ``pip install <engine>[openvino]``: no torch, no NNCF, no extra
+   index (it runs model packages that carry their OpenVINO IR, as the default model does).
 5. *Checking the engine*: the engine's status probe in the new environment (version, OpenVINO).
 
 Every child process is built by :func:`engine_process.engine_qprocess` (the clean environment).
@@ -22,6 +24,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -33,7 +36,6 @@ from .errors import PluginError
 from .pip_progress import PipProgress, human_size, report_packages
 
 TORCH_PIN = "torch==2.13.0"
-ENGINE_EXTRA = "fast"  # the engine's OpenVINO runtimes
 # The CPU wheel index keeps pip from fetching CUDA libraries on Linux; GROUNDBREAK_TORCH_INDEX
 # overrides it (an empty value uses only the pip configuration, e.g. a local mirror).
 TORCH_INDEX = os.environ.get("GROUNDBREAK_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
@@ -53,6 +55,31 @@ except Exception as exc:
 """
 
 
+class EngineKind(Enum):
+    FULL = "full"
+    INFERENCE = "inference"
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    title: str
+    extra: str  # the engine's optional dependencies (pyproject.toml)
+    packages: Tuple[str, ...]  # installed beside the engine
+    size: str  # the environment on disk, measured on Linux x86_64 (2026-12)
+    what: str
+
+
+KINDS = {
+    EngineKind.FULL: KindInfo(
+        "Full engine", "fast", (TORCH_PIN,), "about 1.6 GB",
+        "every runtime (torch CPU, OpenVINO), training and int8 calibration (NNCF)"),
+    EngineKind.INFERENCE: KindInfo(
+        "Inference only", "openvino", (), "about 600 MB",
+        "OpenVINO without torch: runs model packages that carry an OpenVINO IR (the default model does); "
+        "cannot train, quantize or run packages without an IR"),
+}
+
+
 class SetupError(PluginError):
     """Set-up cannot start (no Python to build the environment from, no engine to install)."""
 
@@ -65,6 +92,7 @@ class SetupPlan:
     extra_index: Optional[str] = TORCH_INDEX
     probe_timeout_s: float = PROBE_TIMEOUT_S
     packages: Tuple[str, ...] = (TORCH_PIN,)  # installed with the engine
+    kind: EngineKind = EngineKind.FULL
 
     @property
     def python(self) -> str:
@@ -72,7 +100,7 @@ class SetupPlan:
 
     @property
     def requirement(self) -> str:
-        return "%s[%s]" % (self.source, ENGINE_EXTRA)
+        return "%s[%s]" % (self.source, KINDS[self.kind].extra)
 
     def pip_install(self, use_index: bool, *extra: str) -> List[str]:
         # --no-compile: byte-compiling torch's thousands of modules costs tens of seconds on 2 cores;
@@ -113,7 +141,7 @@ def new_venv_dir(root: str) -> str:
 
 
 def plan_setup(root: str, python: Optional[str] = None, source: Optional[str] = None,
-               extra_index: Optional[str] = TORCH_INDEX) -> SetupPlan:
+               extra_index: Optional[str] = TORCH_INDEX, kind: EngineKind = EngineKind.FULL) -> SetupPlan:
     python = python or base_python()
     source = source or engine_source()
     if not python:
@@ -122,7 +150,11 @@ def plan_setup(root: str, python: Optional[str] = None, source: Optional[str] = 
     if not source:
         raise SetupError("this plugin build carries no engine wheel and is not a checkout",
                          "reinstall the plugin from a zip built by scripts/build_plugin.py")
-    return SetupPlan(base_python=python, venv_dir=new_venv_dir(root), source=source, extra_index=extra_index or None)
+    info = KINDS[kind]
+    # the extra index only serves torch's CPU wheels: an engine without torch never asks it
+    index = (extra_index or None) if TORCH_PIN in info.packages else None
+    return SetupPlan(base_python=python, venv_dir=new_venv_dir(root), source=source, extra_index=index,
+                     packages=info.packages, kind=kind)
 
 
 def managed_venvs(root: str) -> List[str]:

@@ -157,8 +157,12 @@ def test_cancel_removes_the_new_environment(qgis_app, qtbot, tmp_path):
 @pytest.mark.skipif(os.environ.get("GROUNDBREAK_TEST_ENGINE_SETUP") != "1",
                     reason="installs torch, OpenVINO and the engine into a new venv (~2 min): "
                            "set GROUNDBREAK_TEST_ENGINE_SETUP=1")
-def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, tmp_path, refused_index):
-    """The zip's engine wheel + torch==2.13.0 + OpenVINO into a fresh venv, the extra index unreachable."""
+@pytest.mark.parametrize("kind", ["full", "inference"])
+def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, tmp_path, refused_index, kind):
+    """The zip's engine wheel + torch==2.13.0 + OpenVINO into a fresh venv, the extra index unreachable;
+    or the inference-only engine (OpenVINO, no torch), which must still run the bundled default model."""
+    from plugin.setup_engine import EngineKind
+
     sys.path.insert(0, str(REPO / "scripts"))
     import build_plugin
 
@@ -168,17 +172,82 @@ def test_real_setup_from_the_built_zip_gives_a_working_engine(qgis_app, qtbot, t
         assert len(wheel) == 1
         zf.extract(wheel[0], tmp_path / "unzipped")
     plan = plan_setup(str(tmp_path / "engines"), python=BASE_PYTHON, source=str(tmp_path / "unzipped" / wheel[0]),
-                      extra_index=refused_index)
+                      extra_index=refused_index, kind=EngineKind(kind))
     runner = EngineSetup(plan)
     t0 = time.monotonic()
     with qtbot.waitSignal(runner.finished, timeout=1200000) as done:
         runner.start()
     seconds = time.monotonic() - t0
     (REPO / "artifacts" / "plugin").mkdir(parents=True, exist_ok=True)
-    (REPO / "artifacts" / "plugin" / "setup-log.txt").write_text(
+    (REPO / "artifacts" / "plugin" / ("setup-log-%s.txt" % kind)).write_text(
         "total %.1f s\n%s\n\n%s" % (seconds, runner.seconds, "\n".join(runner.log_lines)))
     assert done.args[0], done.args[1] + "\n" + "\n".join(runner.log_lines[-30:])
+    if kind == "inference":
+        assert '"torch": null' in runner.engine_status and '"openvino": "' in runner.engine_status
+        _run_bundled_model_without_torch(plan.python, tmp_path)
+        return
     check = subprocess.run([plan.python, "-c", "import torch, openvino, groundbreak; print(torch.__version__)"],
                            capture_output=True, timeout=300)
     assert check.returncode == 0 and check.stdout.decode().startswith("2.13.0"), check.stderr.decode()[-2000:]
     assert '"openvino": "' in runner.engine_status
+
+
+def test_inference_only_plan_installs_openvino_without_torch_or_its_index(tmp_path):
+    from plugin.setup_engine import KINDS, EngineKind
+
+    plan = plan_setup(str(tmp_path), python="/usr/bin/python3.11", source="/x/groundbreak-0.1.0-py3-none-any.whl",
+                      extra_index="https://example.invalid/cpu", kind=EngineKind.INFERENCE)
+    install = plan.pip_install(True)
+    assert install[-1] == "/x/groundbreak-0.1.0-py3-none-any.whl[openvino]"
+    assert not any(a.startswith("torch") for a in install)
+    assert plan.extra_index is None and "--extra-index-url" not in install  # nothing to probe
+    assert "MB" in KINDS[EngineKind.INFERENCE].size and "GB" in KINDS[EngineKind.FULL].size
+
+
+def test_the_choice_dialog_shows_both_engines_with_sizes_and_defaults_to_full(qgis_app, qtbot):
+    from qgis.PyQt.QtCore import Qt
+
+    from plugin.setup_dialog import SetupChoiceDialog
+    from plugin.setup_engine import KINDS, EngineKind
+
+    dialog = SetupChoiceDialog()
+    qtbot.addWidget(dialog)
+    texts = {k: b.text() for k, b in dialog.buttons.items()}
+    for kind, info in KINDS.items():
+        assert info.size in texts[kind]
+    assert dialog.kind == EngineKind.FULL
+    dialog.show()
+    dialog.buttons[EngineKind.INFERENCE].setFocus()
+    qtbot.keyClick(dialog.buttons[EngineKind.INFERENCE], Qt.Key_Space)  # keyboard-reachable
+    assert dialog.kind == EngineKind.INFERENCE
+
+
+def test_an_inference_only_engine_is_described_as_such_not_as_broken():
+    from plugin.engine_status import describe_status
+
+    text = describe_status({"groundbreak": "0.1.0", "openvino": "2025.1", "torch": None}, "")
+    assert "inference only" in text and "runs will fail" not in text
+    broken = describe_status({"groundbreak": "0.1.0", "openvino": None, "torch": None}, "")
+    assert "runs will fail" in broken
+
+
+def _run_bundled_model_without_torch(python: str, tmp_path) -> None:
+    """``groundbreak run`` with the default model on a generated 2 m scene, torch absent from the venv."""
+    import json
+
+    sys.path.insert(0, str(REPO / "tests" / "engine"))
+    from scene_fixtures import ORIGIN, UTM14, write_raster
+
+    scene = write_raster(tmp_path / "s_20240501.tif", width=768, height=768, dtype="uint16", tiled=True)
+    x0, y1 = ORIGIN
+    ring = [[x0 + 20, y1 - 20], [x0 + 1500, y1 - 20], [x0 + 1500, y1 - 1500], [x0 + 20, y1 - 1500], [x0 + 20, y1 - 20]]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": UTM14}},
+                               "features": [{"type": "Feature", "properties": {},
+                                             "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    out = tmp_path / "run.gpkg"
+    done = subprocess.run([python, "-m", "groundbreak", "run", "--aoi", str(aoi), "--scenes", scene, "--out", str(out),
+                           "--model", str(REPO / "resources" / "models" / "groundbreak-demo")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.exists() and "openvino-int8" in done.stderr + done.stdout, done.stderr[-3000:]
