@@ -235,11 +235,14 @@ def _run_bundled_model_without_torch(python: str, tmp_path) -> None:
     """``groundbreak run`` with the default model on a generated 2 m scene, torch absent from the venv."""
     import json
 
-    sys.path.insert(0, str(REPO / "tests" / "engine"))
-    from scene_fixtures import ORIGIN, UTM14, write_raster
-
-    scene = write_raster(tmp_path / "s_20240501.tif", width=768, height=768, dtype="uint16", tiled=True)
-    x0, y1 = ORIGIN
+    # the scene is written by the new engine's Python (QGIS's has no rasterio), with the engine tests' fixture
+    scene = str(tmp_path / "s_20240501.tif")
+    subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "from scene_fixtures import write_raster; "
+                    "write_raster(sys.argv[2], width=768, height=768, dtype='uint16', tiled=True)",
+                    str(REPO / "tests" / "engine"), scene], check=True, timeout=120)
+    x0, y1 = 485_900.0, 5_209_250.0  # scene_fixtures.ORIGIN, in UTM14
+    UTM14 = "EPSG:32614"
     ring = [[x0 + 20, y1 - 20], [x0 + 1500, y1 - 20], [x0 + 1500, y1 - 1500], [x0 + 20, y1 - 1500], [x0 + 20, y1 - 20]]
     aoi = tmp_path / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": UTM14}},
