@@ -74,7 +74,7 @@ force_runtime = click.option("--force-runtime", is_flag=True,
                              help="Run a runtime the model package records as failing its validation.")
 streams = click.option("--streams", default=None, type=click.IntRange(1, 256),
                        help="Forward passes run at once (OpenVINO streams sharing --threads; default: one per "
-                            "thread, which beat one multi-thread pass by ~20% on a 2-core CPU).")
+                            "thread, which beat one multi-thread pass by ~12% on a 2-core CPU).")
 readers = click.option("--readers", default=2, show_default=True, type=click.IntRange(1, 64),
                        help="Reader threads for the I/O stage (decompression runs in parallel).")
 

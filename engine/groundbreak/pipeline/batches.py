@@ -1,7 +1,7 @@
 """The inference stage of the in-process runner: forward passes in flight, results in order.
 
 A model compiled with several streams (OpenVINO: one infer request per stream, one thread each)
-runs one batch per stream at a time: on this 2-core CPU two 1-thread streams did 20% more chips/s
+runs one batch per stream at a time: on this 2-core CPU two 1-thread streams did 12% more chips/s
 than one 2-thread stream (no synchronisation inside a forward pass). Batches are submitted to
 ``streams`` inference threads and their results handed back in submission order, so outputs are
 the same whatever the concurrency. With one stream the batch runs on the calling thread.
