@@ -38,11 +38,17 @@ def main() -> int:
         plan = subprocess.run(gb + ["plan", *inputs, "--json"], env=env, capture_output=True, text=True, check=True)
         est = json.loads(plan.stdout)
         t0 = time.perf_counter()
-        subprocess.run(gb + ["run", *inputs, "--out", str(work / ("out%d.gpkg" % i))], env=env, check=True,
-                       capture_output=True)
+        done = subprocess.run(gb + ["run", *inputs, "--out", str(work / ("out%d.gpkg" % i)), "--events", "jsonl"],
+                              env=env, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        print("%-4d %-22s %9.1fs %9.1fs %8.2f" % (i + 1, est["throughput_source"], est["expected_seconds"], wall,
-                                               est["expected_seconds"] / wall))
+        result = [json.loads(line) for line in done.stdout.splitlines() if '"type":"result"' in line][-1]
+        st = result["stats"]
+        tl = (st.get("timeline") or {}).get("seconds")
+        print("%-4d %-22s %9.1fs %9.1fs %8.2f   (run: start-up %.2f s, model load %.2f s, inferred %d in %.1f s, "
+              "timeline %s)" % (i + 1, est["throughput_source"], est["expected_seconds"], wall,
+                                est["expected_seconds"] / wall, st["timings"].get("startup_s", 0.0),
+                                st["timings"].get("model_load_s", 0.0), st["chips_inferred"], st["seconds"],
+                                "%.1f s" % tl if tl is not None else "-"))
     print("(actual = the whole `groundbreak run` process, start-up included; goal: ratio within 0.7-1.3)")
     return 0
 

@@ -25,6 +25,9 @@ DEFAULT_PRICE_PER_HOUR = 0.10
 #: seconds to load the model: a first OpenVINO conversion on a 2-core machine).
 FALLBACK_CHIPS_PER_S = 60.0
 FALLBACK_MODEL_LOAD_S = 9.0
+#: ... and for a package that carries its OpenVINO IR (compiled from disk, no torch: 0.4-0.8 s of
+#: start-up and load measured on the default model, 2026-12-02).
+FALLBACK_MODEL_LOAD_IR_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from typing import Dict
 
 from .cost import (
     FALLBACK_CHIPS_PER_S,
+    FALLBACK_MODEL_LOAD_IR_S,
     FALLBACK_MODEL_LOAD_S,
     Cost,
     cost_of,
@@ -74,7 +75,8 @@ def estimate(plan: Plan, model: ModelPackage, *, min_valid: float, threads: int,
     inferred = planned - sum(dropped.values())
     measured = remembered_throughput(model.sha256, threads)
     rate = measured or FALLBACK_CHIPS_PER_S
-    load = remembered_model_load(model.sha256, threads) or FALLBACK_MODEL_LOAD_S
+    load = remembered_model_load(model.sha256, threads) or (
+        FALLBACK_MODEL_LOAD_IR_S if model.artifacts else FALLBACK_MODEL_LOAD_S)
     # Calibrated by the last run on this machine: its end-to-end rate over inferred chips (reads and
     # screening included) and its start-up plus model-load time; drops cost a decimated-mask look each.
     seconds = load + inferred / rate + 0.002 * (planned - inferred)

@@ -62,3 +62,16 @@ def test_measured_throughput_is_used(setup):
     assert measured.throughput_source == "measured on this machine"
     assert measured.expected_seconds > slow.expected_seconds
     assert estimate(plan, model, min_valid=0.5, threads=1, price_per_hour=0.1).throughput_source == "default guess"
+
+
+def test_a_package_with_its_openvino_ir_is_not_guessed_to_load_like_a_conversion(setup):
+    from dataclasses import replace
+
+    from groundbreak.cost import FALLBACK_MODEL_LOAD_IR_S, FALLBACK_MODEL_LOAD_S
+
+    plan, model = setup
+    without = estimate(plan, model, min_valid=0.5, threads=2, price_per_hour=0.1)
+    with_ir = estimate(plan, replace(model, artifacts={"openvino-int8": {"xml": "openvino-int8.xml"}}), min_valid=0.5,
+                       threads=2, price_per_hour=0.1)
+    assert without.expected_seconds - with_ir.expected_seconds == pytest.approx(
+        FALLBACK_MODEL_LOAD_S - FALLBACK_MODEL_LOAD_IR_S, abs=0.11)
