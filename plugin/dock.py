@@ -190,7 +190,8 @@ class GroundbreakDock(QDockWidget):
         self.message_view.setVisible(False)
         self.message_view.setTabChangesFocus(True)
         # the panel sits in the open tab, under its content, and takes the room that tab leaves
-        self.page_layouts = [inputs_col, run_col, review_col, sites_col]
+        # (not the Sites tab: its plot takes the room, and the tabs' minimum height must fit 1366 x 768)
+        self.page_layouts = [inputs_col, run_col, review_col]
         self.tabs.currentChanged.connect(self._place_message)
         self._place_message(0)
         # the actions are always in view, whichever tab is open
@@ -332,11 +333,11 @@ class GroundbreakDock(QDockWidget):
         col.addWidget(self.sites_label)
         self.site_list = QListWidget()
         self.site_list.setMinimumHeight(48)
-        self.site_list.setMaximumHeight(96)
+        self.site_list.setMaximumHeight(88)
         self.site_list.setToolTip("Pick a site (or select one on the map) to see its score over time")
         col.addWidget(self.site_list)
         self.site_plot = SitePlot()
-        self.site_plot.setMinimumHeight(240)
+        self.site_plot.setMinimumHeight(200)  # it grows into the room the dock has
         col.addWidget(self.site_plot, 10)
 
     def _connect(self) -> None:

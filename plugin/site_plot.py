@@ -29,7 +29,7 @@ ACTIVE_SPAN = QColor(213, 94, 0, 28)
 START = QColor("#009E73")
 END = QColor("#404040")
 GRID = QColor(0, 0, 0, 30)
-POINT_RADIUS = 3.5
+POINT_RADIUS = 4.0
 EMPTY_TEXT = "Select a site (on the map or in the list) to see its score over time."
 
 
@@ -44,7 +44,9 @@ class SitePlot(QWidget):
         self.setAttribute(Qt.WA_OpaquePaintEvent, True)
 
     def sizeHint(self) -> QSize:  # noqa: N802
-        return QSize(380, 260)
+        # modest: the dock's tabs share one preferred height (the largest page's), which must fit
+        # 1366 x 768 without a scroll bar; the Expanding policy gives the plot whatever room is left
+        return QSize(360, 190)
 
     def set_series(self, series: Optional[SiteSeries]) -> None:
         self.series = series
