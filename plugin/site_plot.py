@@ -177,7 +177,8 @@ class SitePlot(QWidget):
             x0 = self.x_of(series.start)
             x1 = rect.right() if series.ongoing or series.end is None else self.x_of(series.end)
             painter.fillRect(QRectF(x0, rect.top(), max(1.0, x1 - x0), rect.height()), ACTIVE_SPAN)
-        for obs in series.unknown:
+        for obs in series.unknown:  # grey over the plain background, whether inside the span or not
+            painter.fillRect(self.unknown_band(obs.date), palette.base())
             painter.fillRect(self.unknown_band(obs.date), UNKNOWN_BAND)
         # grid, axes and score ticks
         painter.setPen(QPen(GRID, 1))

@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProject,
     QgsProperty,
     QgsRendererCategory,
+    QgsSimpleFillSymbolLayer,
     QgsSymbolLayer,
     QgsTextBufferSettings,
     QgsTextFormat,
@@ -105,13 +106,17 @@ def start_years(layer: QgsVectorLayer) -> List[int]:
 
 
 def _site_symbol(colour: str) -> QgsFillSymbol:
+    """A light fill and a thick outline in the year's colour over a white casing, so a site reads
+    above the red detections and magenta active cells of its run."""
     fill = QColor(colour)
-    fill.setAlpha(70)
-    symbol = QgsFillSymbol.createSimple({"color": fill.name(QColor.HexArgb), "outline_color": colour,
-                                         "outline_width": "0.8", "outline_style": "solid"})
+    fill.setAlpha(60)
+    symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "255,255,255,230",
+                                         "outline_width": "1.6", "outline_style": "solid"})
+    coloured = QgsSimpleFillSymbolLayer.create({"color": fill.name(QColor.HexArgb), "outline_color": colour,
+                                                "outline_width": "0.9", "outline_style": "solid"})
     # ongoing sites are still active at the last date: their outline is dashed, whatever the year
-    symbol.symbolLayer(0).setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeStyle,
-                                                 QgsProperty.fromExpression(ONGOING_STROKE))
+    coloured.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeStyle, QgsProperty.fromExpression(ONGOING_STROKE))
+    symbol.appendSymbolLayer(coloured)
     return symbol
 
 

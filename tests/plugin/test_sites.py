@@ -135,12 +135,12 @@ def test_sites_layer_added_into_the_group_and_styled_by_start_year(gpkg, qgis_ne
     years = sorted({s["year"] for s in t["sites"].values()})
     assert [c.value() for c in renderer.categories()] == years
     assert [c.label() for c in renderer.categories()] == ["started %d" % y for y in years]
-    colours = [c.symbol().symbolLayer(0).strokeColor().name() for c in renderer.categories()]
+    colours = [c.symbol().symbolLayer(1).strokeColor().name() for c in renderer.categories()]
     assert len(set(colours)) == len(years)  # one colour per year
     for feature in layer.getFeatures():
         expected = t["sites"][feature["site_id"]]
         category = [c for c in renderer.categories() if c.value() == expected["year"]][0]
-        stroke = category.symbol().symbolLayer(0).dataDefinedProperties().property(QgsSymbolLayer.PropertyStrokeStyle)
+        stroke = category.symbol().symbolLayer(1).dataDefinedProperties().property(QgsSymbolLayer.PropertyStrokeStyle)
         assert stroke.isActive()
         assert evaluate(layer, stroke.expressionString(), feature) == ("dash" if expected["ongoing"] else "solid")
         label = "%s  %s → %s" % (feature["site_id"], expected["start"], expected["end"] or "ongoing")
@@ -166,7 +166,7 @@ def test_each_site_is_drawn_in_its_year_colour(gpkg, qgis_new_project):
     job.start()
     job.waitForFinished()
     image = job.renderedImage()
-    by_year = {c.value(): c.symbol().symbolLayer(0).strokeColor() for c in layer.renderer().categories()}
+    by_year = {c.value(): c.symbol().symbolLayer(1).strokeColor() for c in layer.renderer().categories()}
     checked = 0
     for feature in layer.getFeatures():
         inside = feature.geometry().pointOnSurface().asPoint()
@@ -175,7 +175,7 @@ def test_each_site_is_drawn_in_its_year_colour(gpkg, qgis_new_project):
         assert pixel != QColor("white"), feature["site_id"]
         # the translucent fill over white: nearest (in RGB) to its own year's colour blended the same way
         def blended(c):
-            return [255 + (v - 255) * 70 / 255 for v in (c.red(), c.green(), c.blue())]
+            return [255 + (v - 255) * 60 / 255 for v in (c.red(), c.green(), c.blue())]
         distance = {y: sum((a - b) ** 2 for a, b in zip(blended(c), (pixel.red(), pixel.green(), pixel.blue())))
                     for y, c in by_year.items()}
         assert min(distance, key=distance.get) == feature["start_year"], (feature["site_id"], pixel.name())
