@@ -1,7 +1,9 @@
-"""Processing algorithms ``groundbreak:detect`` and ``groundbreak:plan``.
+"""Processing algorithms ``groundbreak:detect``, ``groundbreak:plan`` and ``groundbreak:timeline``.
 
 Each drives the engine as a blocking child process bound to the algorithm's feedback: progress
-events move the progress bar, Cancel sends the protocol's cancel message (then terminate, then kill).
+events move the progress bar, Cancel sends the protocol's cancel message (then terminate, then kill);
+``timeline`` (a quick JSON command) is terminated on Cancel. The sites layers a run or a timeline
+build adds are loaded styled (by start year, ongoing dashed) and temporal when the algorithm ends.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from qgis.core import (
     QgsFeatureSink,
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputFile,
+    QgsProcessingOutputFolder,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingOutputVectorLayer,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -31,6 +37,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import aoi as aoi_mod
 from . import blocking, request, settings
+from . import sites as sites_mod
 from .resources import icon_path
 from .scenes import format_error
 from .summary import describe_plan
@@ -141,6 +148,41 @@ class _EngineAlgorithm(QgsProcessingAlgorithm):
         return status, state
 
 
+#: The timeline outputs ``detect`` (after a run over several dates) and ``timeline`` give.
+SITES, OBSERVATIONS, SITE_COUNT, ONGOING = "SITES", "OBSERVATIONS", "SITE_COUNT", "ONGOING"
+
+
+def add_timeline_outputs(alg: QgsProcessingAlgorithm) -> None:
+    alg.addOutput(QgsProcessingOutputVectorLayer(SITES, "Sites (start and end dates)", QgsProcessing.TypeVectorPolygon))
+    alg.addOutput(QgsProcessingOutputVectorLayer(OBSERVATIONS, "Site observations (one per site and date)",
+                                                 QgsProcessing.TypeVectorPolygon))
+    alg.addOutput(QgsProcessingOutputNumber(SITE_COUNT, "Number of sites"))
+    alg.addOutput(QgsProcessingOutputNumber(ONGOING, "Sites still active at the last date"))
+
+
+def timeline_results(gpkg: str, context: QgsProcessingContext, feedback) -> Dict[str, Any]:
+    """The sites of ``gpkg`` as outputs (None when it has none), loaded styled into the project when
+    the algorithm finishes (in the Toolbox; qgis_process has no project)."""
+    layer = sites_mod.open_layer(gpkg, sites_mod.SITES_LAYER)
+    if layer is None:
+        return {SITES: None, OBSERVATIONS: None, SITE_COUNT: 0, ONGOING: 0}
+    features = sites_mod.site_features(layer)
+    ongoing = sum(1 for f in features if str(f[sites_mod.ONGOING]) == "1")
+    out = {SITES: sites_mod.layer_source(gpkg, sites_mod.SITES_LAYER), OBSERVATIONS: None,
+           SITE_COUNT: len(features), ONGOING: ongoing}
+    if sites_mod.open_layer(gpkg, sites_mod.OBSERVATIONS_LAYER) is not None:
+        out[OBSERVATIONS] = sites_mod.layer_source(gpkg, sites_mod.OBSERVATIONS_LAYER)
+    project = context.project()
+    for key, kind, title in ((OBSERVATIONS, sites_mod.OBSERVATIONS_LAYER, sites_mod.OBSERVATIONS_TITLE),
+                             (SITES, sites_mod.SITES_LAYER, sites_mod.SITES_TITLE)):
+        if out[key] and project is not None:
+            details = QgsProcessingContext.LayerDetails(title, project, key)
+            details.setPostProcessor(sites_mod.SiteLayerStyler.create(kind))
+            context.addLayerToLoadOnCompletion(out[key], details)
+    feedback.pushInfo("%s in %s" % (sites_mod.describe_sites(features), gpkg))
+    return out
+
+
 class DetectAlgorithm(_EngineAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_GPKG = "OUTPUT_GPKG"
@@ -155,8 +197,10 @@ class DetectAlgorithm(_EngineAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Runs the local Groundbreak engine over the AOI and scenes and returns detections (one polygon per "
-                "chip and date, with score, date and provenance). Cancel stops the engine after its current batch "
-                "and keeps what was written. The engine runs in its own Python environment (Groundbreak settings).")
+                "chip and date, with score, date and provenance). Over several dates the engine also builds sites "
+                "with start and end dates (the Sites and Site observations outputs). Cancel stops the engine after "
+                "its current batch and keeps what was written. The engine runs in its own Python environment "
+                "(Groundbreak settings).")
 
     def createInstance(self):  # noqa: N802
         return DetectAlgorithm()
@@ -168,6 +212,7 @@ class DetectAlgorithm(_EngineAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_GPKG, "Engine GeoPackage (detections, chips, runs)"))
         self.addOutput(QgsProcessingOutputString(self.STATUS, "Run status"))
         self.addOutput(QgsProcessingOutputNumber(self.DETECTIONS, "Number of detections"))
+        add_timeline_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback) -> Dict[str, Any]:  # noqa: N802
         gpkg = os.path.join(tempfile.mkdtemp(prefix="groundbreak-run-"), "detections.gpkg")
@@ -193,7 +238,9 @@ class DetectAlgorithm(_EngineAlgorithm):
         feedback.pushInfo("run %s: %d detections (%s)" % (status, count, state.summary()))
         if status == "cancelled":
             feedback.pushWarning("the run was cancelled; these are the detections written before it stopped")
-        return {self.OUTPUT: dest_id, self.OUTPUT_GPKG: out, self.STATUS: status, self.DETECTIONS: count}
+        result = {self.OUTPUT: dest_id, self.OUTPUT_GPKG: out, self.STATUS: status, self.DETECTIONS: count}
+        result.update(timeline_results(out, context, feedback))  # a run over several dates has sites
+        return result
 
 
 class PlanAlgorithm(_EngineAlgorithm):
@@ -236,3 +283,100 @@ class PlanAlgorithm(_EngineAlgorithm):
             "EXPECTED_SECONDS": stats.get("expected_seconds"), "RUN_USD": cost.get("run_usd"),
             "PER_KM2_USD": cost.get("per_km2_usd"), "SUMMARY": summary,
         }
+
+
+class TimelineAlgorithm(_EngineAlgorithm):
+    """``groundbreak timeline`` on a run's GeoPackage: sites with start and end dates."""
+
+    INPUT = "INPUT"
+    ENTER = "ENTER"
+    EXIT = "EXIT"
+    MIN_REVISITS = "MIN_REVISITS"
+    END_REVISITS = "END_REVISITS"
+    SMART = "SMART"
+    SMART_FOLDER = "SMART_FOLDER"
+    TIMEOUT = 3600.0
+
+    def group(self) -> str:
+        return "Activity over time"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "activity"
+
+    def name(self) -> str:
+        return "timeline"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Build sites with start and end dates"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Turns a run over several dates into sites: per ground chip, the score over dates (dates where "
+                "the chip was masked or not covered are unknown, never negative), activity with hysteresis (it "
+                "starts at the enter threshold, continues down to the exit threshold and ends after that many "
+                "low revisits), touching active chips merged. Writes the layers sites and site_observations "
+                "into the run's GeoPackage (replacing earlier ones; detections are never touched) and, with a "
+                "SMART folder, IARPA SMART region and site models. Empty thresholds: the run's model threshold "
+                "and 0.2 below it.")
+
+    def createInstance(self):  # noqa: N802
+        return TimelineAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            self.INPUT, "Run GeoPackage (the output of a run over several dates)", extension="gpkg"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.ENTER, "Enter threshold (empty: the run's model threshold)", QgsProcessingParameterNumber.Double,
+            optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.EXIT, "Exit threshold (empty: 0.2 below enter)", QgsProcessingParameterNumber.Double,
+            optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_REVISITS, "Minimum revisits at or above exit (2: a one-date blip is no site)",
+            QgsProcessingParameterNumber.Integer, defaultValue=2, minValue=1))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.SMART, "IARPA SMART site models folder", optional=True, createByDefault=False))
+        advanced = [
+            QgsProcessingParameterNumber(self.END_REVISITS, "Low revisits that end activity",
+                                         QgsProcessingParameterNumber.Integer, defaultValue=2, minValue=1),
+            QgsProcessingParameterString(self.ENGINE_PYTHON, "Engine Python (empty: from settings)", optional=True),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        add_timeline_outputs(self)
+        self.addOutput(QgsProcessingOutputFolder(self.SMART_FOLDER, "SMART site models folder"))
+
+    def _optional_number(self, parameters, name: str, context) -> Optional[float]:
+        value = parameters.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self.parameterAsDouble(parameters, name, context)
+
+    def processAlgorithm(self, parameters, context, feedback) -> Dict[str, Any]:  # noqa: N802
+        gpkg = self.parameterAsFile(parameters, self.INPUT, context)
+        if not gpkg or not os.path.isfile(gpkg):
+            raise QgsProcessingException("the run GeoPackage %r does not exist" % gpkg)
+        smart = self.parameterAsString(parameters, self.SMART, context) or None
+        interpreter = (self.parameterAsString(parameters, self.ENGINE_PYTHON, context)
+                       or settings.load().effective_interpreter)
+        try:
+            args = request.timeline_args(
+                gpkg, enter=self._optional_number(parameters, self.ENTER, context),
+                exit_=self._optional_number(parameters, self.EXIT, context),
+                min_revisits=self.parameterAsInt(parameters, self.MIN_REVISITS, context),
+                end_revisits=self.parameterAsInt(parameters, self.END_REVISITS, context), smart_dir=smart)
+            feedback.pushInfo("engine: %s" % " ".join(request.engine_argv(interpreter, args)))
+            built = blocking.run_json(interpreter, args, timeout_s=self.TIMEOUT, is_canceled=feedback.isCanceled)
+        except (request.RequestError, blocking.EngineCallError) as exc:
+            raise QgsProcessingException("%s. Hint: %s" % (exc.message, exc.hint)) from exc
+        params = built.get("params") or {}
+        dates = built.get("dates") or []
+        feedback.pushInfo("timeline over %d date(s) (%s to %s): enter %s (%s), exit %s, min %s revisit(s)" % (
+            len(dates), dates[0] if dates else "-", dates[-1] if dates else "-", params.get("enter"),
+            built.get("threshold_source"), params.get("exit"), params.get("min_revisits")))
+        out = timeline_results(str(built.get("gpkg") or gpkg), context, feedback)
+        if out[SITE_COUNT] != len(built.get("sites") or []):
+            feedback.pushWarning("the engine reported %d sites, the GeoPackage has %d" % (
+                len(built.get("sites") or []), out[SITE_COUNT]))
+        out[self.SMART_FOLDER] = smart
+        return out

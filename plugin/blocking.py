@@ -110,35 +110,57 @@ def run_events(
     return status, stream.state, failure
 
 
-def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0) -> Dict[str, Any]:
-    """Runs a quick ``--json`` engine command (``info``, ``model``, ``plan --json``) and parses stdout."""
+def run_json(interpreter: str, args: Sequence[str], timeout_s: float = 120.0,
+             is_canceled: Optional[Callable[[], bool]] = None, poll_s: float = 0.2) -> Dict[str, Any]:
+    """Runs a quick ``--json`` engine command (``info``, ``model``, ``plan --json``, ``timeline --json``)
+    and parses stdout. ``is_canceled`` (a Processing feedback's) stops it: terminate, then kill."""
     argv = request.engine_argv(interpreter, args)
     try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, env=request.clean_environment(), timeout=timeout_s,
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=request.clean_environment())
     except OSError as exc:
         raise EngineCallError(
             "could not start the engine interpreter %r: %s" % (argv[0], exc),
             "set the engine's Python in Groundbreak settings, or use 'Set up engine'",
         ) from None
-    except subprocess.TimeoutExpired:
-        raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s),
-                              "try again with fewer inputs") from None
-    stderr = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stdout, stderr_bytes = proc.communicate(timeout=poll_s)  # retrying loses no output
+            break
+        except subprocess.TimeoutExpired:
+            cancelled = is_canceled is not None and is_canceled()
+            if not cancelled and time.monotonic() < deadline:
+                continue
+            _stop(proc)
+            if cancelled:
+                raise EngineCallError("engine %s was cancelled" % args[0],
+                                      "nothing was changed if it had not finished writing") from None
+            raise EngineCallError("engine %s took longer than %.0f s" % (args[0], timeout_s),
+                                  "try again with fewer inputs") from None
+    stderr = stderr_bytes.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
         message, hint = cli_error(stderr)
         raise EngineCallError(
-            "engine %s failed (exit code %d): %s" % (args[0], done.returncode, message or "no message"),
+            "engine %s failed (exit code %d): %s" % (args[0], proc.returncode, message or "no message"),
             hint or "see the Groundbreak tab of the log panel",
         )
     try:
-        value = json.loads(done.stdout.decode("utf-8", "replace"))
+        value = json.loads(stdout.decode("utf-8", "replace"))
     except ValueError:
         raise EngineCallError(
-            "engine %s printed something that is not JSON: %.200s" % (args[0], done.stdout.decode("utf-8", "replace")),
+            "engine %s printed something that is not JSON: %.200s" % (args[0], stdout.decode("utf-8", "replace")),
             "check that the interpreter runs the Groundbreak engine",
         ) from None
     if not isinstance(value, dict):
         raise EngineCallError("engine %s printed JSON that is not an object" % args[0])
     return value
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    proc.terminate()
+    try:
+        proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()

@@ -1,8 +1,9 @@
 """The Groundbreak dock: engine readiness, AOI, scenes (each checked against the model), model card,
-plan and run with live detections, every message in full, review.
+plan and run with live detections, every message in full, review, and the sites of a multi-date run
+with each site's score over time.
 
 Layout: the common path (AOI, scenes, model, plan and run) is one tab in collapsible groups that fit a
-1366 x 768 screen without scrolling; review has its own tab. Every control is reachable by keyboard
+1366 x 768 screen without scrolling; review and sites have their own tabs. Every control is reachable by keyboard
 (Tab order follows the page; buttons carry mnemonics).
 """
 
@@ -54,6 +55,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import aoi as aoi_mod
 from . import log, request, settings
+from . import sites as sites_mod
 from .aoi_tool import POLYGON, RECTANGLE, AoiMapTool
 from .engine_process import EngineProcess, JsonQuery
 from .engine_status import describe_status, status_argv
@@ -62,6 +64,7 @@ from .escalation import DEFAULT_POLICY, UNLOAD_POLICY
 from .live_layer import LiveDetections
 from .review import CONFIRMED, REJECTED, ReviewError, ReviewSession, export_labels
 from .scenes import SceneEntry, format_error, is_stac, parse_info, problems_of, run_specs
+from .site_plot import SitePlot
 from .stream import overall_percent, valid_features
 from .summary import describe_model, describe_model_short, describe_plan, describe_run
 
@@ -117,6 +120,8 @@ class GroundbreakDock(QDockWidget):
         self.planner: Optional[EngineProcess] = None
         self.live: Optional[LiveDetections] = None
         self.review: Optional[ReviewSession] = None
+        self.sites_layer: Optional[QgsVectorLayer] = None  # the layer the Sites tab shows
+        self.observations: Optional[QgsVectorLayer] = None  # its site_observations (read, not in the project)
         self.last_status = ""
         self.last_output = ""
         self.last_message = ""
@@ -170,6 +175,11 @@ class GroundbreakDock(QDockWidget):
         review_col.addStretch(1)
         self.review_page = review_page
         self.tabs.addTab(review_page, "Re&view")
+        self.sites_page = QWidget()
+        sites_col = QVBoxLayout(self.sites_page)
+        sites_col.setContentsMargins(2, 2, 2, 2)
+        self._build_sites(sites_col)
+        self.tabs.addTab(self.sites_page, "&Sites")
         # every error, problem and hint in full (the message bar cuts long text to two lines); it scrolls
         # inside itself, so a long list of problems never pushes the buttons off the screen
         self.message_view = QPlainTextEdit()
@@ -180,6 +190,7 @@ class GroundbreakDock(QDockWidget):
         self.message_view.setVisible(False)
         self.message_view.setTabChangesFocus(True)
         # the panel sits in the open tab, under its content, and takes the room that tab leaves
+        # (not the Sites tab: its plot takes the room, and the tabs' minimum height must fit 1366 x 768)
         self.page_layouts = [inputs_col, run_col, review_col]
         self.tabs.currentChanged.connect(self._place_message)
         self._place_message(0)
@@ -310,6 +321,25 @@ class GroundbreakDock(QDockWidget):
         lay.addWidget(self.export_button)
         col.addWidget(self.review_box)
 
+    def _build_sites(self, col) -> None:
+        self.sites_layer_combo = QgsMapLayerComboBox()
+        self.sites_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.sites_layer_combo.setAllowEmptyLayer(True)
+        self.sites_layer_combo.setToolTip("The sites layer of a run over several dates")
+        self.sites_layer_combo.setLayer(None)
+        col.addWidget(self.sites_layer_combo)
+        self.sites_label = QLabel("A run over several dates adds its sites here (or run groundbreak:timeline).")
+        self.sites_label.setWordWrap(True)
+        col.addWidget(self.sites_label)
+        self.site_list = QListWidget()
+        self.site_list.setMinimumHeight(48)
+        self.site_list.setMaximumHeight(88)
+        self.site_list.setToolTip("Pick a site (or select one on the map) to see its score over time")
+        col.addWidget(self.site_list)
+        self.site_plot = SitePlot()
+        self.site_plot.setMinimumHeight(200)  # it grows into the room the dock has
+        col.addWidget(self.site_plot, 10)
+
     def _connect(self) -> None:
         self.setup_button.clicked.connect(lambda: self.on_setup())
         self.draw_polygon_button.clicked.connect(lambda: self.start_drawing(POLYGON))
@@ -336,6 +366,8 @@ class GroundbreakDock(QDockWidget):
         self.confirm_button.clicked.connect(lambda: self.review_mark(CONFIRMED))
         self.reject_button.clicked.connect(lambda: self.review_mark(REJECTED))
         self.export_button.clicked.connect(self._choose_export)
+        self.sites_layer_combo.layerChanged.connect(self._on_sites_layer_chosen)
+        self.site_list.currentRowChanged.connect(self._on_site_row)
         delete = QShortcut(QKeySequence(QKeySequence.Delete), self.scene_list)
         delete.setContext(Qt.WidgetShortcut)
         delete.activated.connect(self.remove_selected_scenes)
@@ -884,8 +916,11 @@ class GroundbreakDock(QDockWidget):
             layer = self.live.replace_with_output(output)
         if layer is not None:
             self.review_layer_combo.setLayer(layer)
+        site_count = self._add_sites(output) if status in ("ok", "partial") and output else None
         in_output = layer.featureCount() if layer is not None else None
         summary = describe_run(status, state.result, self.live.count, in_output, state.counts)
+        if site_count is not None:
+            summary += "\n%s: see the Sites tab." % site_count
         self.stage_label.setText(summary)
         if state.result:
             self.counts_label.setText(state.summary())
@@ -900,6 +935,122 @@ class GroundbreakDock(QDockWidget):
         else:
             self._show_failure("Run failed", state, self.engine.failure)
         self.run_finished.emit(status)
+
+    # ---------------------------------------------------------------- sites
+    def _add_sites(self, gpkg: str) -> Optional[str]:
+        """The run's sites and observations into its layer group (a run over one date has none)."""
+        if not os.path.exists(gpkg):
+            return None
+        group = self.live.group if self.live is not None else None
+        layer, _observations = sites_mod.add_site_layers(gpkg, group=group)
+        if layer is None:
+            return None
+        self.show_sites(layer)
+        return sites_mod.describe_sites(sites_mod.site_features(layer))
+
+    def show_sites(self, layer: Optional[QgsVectorLayer]) -> None:
+        """Shows the sites of ``layer`` in the Sites tab and follows its selection."""
+        if layer is not self.sites_layer_combo.currentLayer():
+            self.sites_layer_combo.setLayer(layer)  # comes back here through layerChanged
+            if layer is self.sites_layer_combo.currentLayer():
+                return
+        previous = self.sites_layer
+        if previous is not None and previous is not layer:
+            try:
+                previous.selectionChanged.disconnect(self._on_site_selection)
+            except (TypeError, RuntimeError):
+                pass
+        if not sites_mod.is_sites_layer(layer):
+            self.sites_layer, self.observations = None, None
+            self.site_list.clear()
+            self.site_plot.set_series(None)
+            self.sites_label.setText("A run over several dates adds its sites here (or run groundbreak:timeline)."
+                                     if layer is None else "%s is not a sites layer." % layer.name())
+            return
+        assert isinstance(layer, QgsVectorLayer)
+        if previous is not layer:
+            layer.selectionChanged.connect(self._on_site_selection)
+        self.sites_layer = layer
+        self.observations = sites_mod.observations_for(layer)
+        features = sites_mod.site_features(layer)
+        self.site_list.blockSignals(True)
+        self.site_list.clear()
+        for feature in features:
+            series_text = sites_mod.SiteSeries(str(feature[sites_mod.SITE_ID]),
+                                               sites_mod.as_date(feature[sites_mod.START_DATE]),
+                                               sites_mod.as_date(feature[sites_mod.END_DATE]),
+                                               str(feature[sites_mod.ONGOING]) == "1", ()).caption
+            item = QListWidgetItem(series_text)
+            item.setData(Qt.UserRole, feature.id())
+            self.site_list.addItem(item)
+        self.site_list.blockSignals(False)
+        self.sites_label.setText(sites_mod.describe_sites(features) + (
+            "" if self.observations is not None else "; this file has no site_observations layer"))
+        self.tabs.setTabText(self.tabs.indexOf(self.sites_page), "&Sites (%d)" % len(features))
+        selected = layer.selectedFeatureIds()
+        if selected:
+            self._show_site_feature(selected[0])
+        else:
+            self.site_plot.set_series(None)
+
+    def _on_sites_layer_chosen(self, layer) -> None:
+        self.show_sites(layer if isinstance(layer, QgsVectorLayer) else None)
+
+    def show_site(self, site_id: str) -> bool:
+        """Selects the site on its layer (which shows its plot and zooms to it)."""
+        if self.sites_layer is None:
+            return False
+        feature = sites_mod.find_site(self.sites_layer, site_id)
+        if feature is None:
+            return False
+        self.sites_layer.selectByIds([feature.id()])
+        self._zoom_to_site(feature)
+        return True
+
+    def _on_site_row(self, row: int) -> None:
+        item = self.site_list.item(row) if row >= 0 else None
+        if item is None or self.sites_layer is None:
+            return
+        fid = item.data(Qt.UserRole)
+        self.sites_layer.selectByIds([fid])
+        feature = self.sites_layer.getFeature(fid)
+        if feature.isValid():
+            self._zoom_to_site(feature)
+
+    def _on_site_selection(self, selected, deselected, clear_and_select) -> None:
+        layer = self.sites_layer
+        ids = layer.selectedFeatureIds() if layer is not None else []
+        if ids:
+            self._show_site_feature(ids[0] if not selected or selected[0] not in ids else selected[0])
+
+    def _show_site_feature(self, fid: int) -> None:
+        layer = self.sites_layer
+        if layer is None:
+            return
+        feature = layer.getFeature(fid)
+        if not feature.isValid():
+            return
+        if self.observations is None:
+            self.site_plot.set_series(None)
+            return
+        self.site_plot.set_series(sites_mod.site_series(feature, self.observations))
+        for row in range(self.site_list.count()):
+            if self.site_list.item(row).data(Qt.UserRole) == fid:
+                self.site_list.blockSignals(True)
+                self.site_list.setCurrentRow(row)
+                self.site_list.blockSignals(False)
+
+    def _zoom_to_site(self, feature) -> None:
+        if self.sites_layer is None:
+            return
+        canvas = self.canvas()
+        try:
+            box = canvas.mapSettings().layerToMapCoordinates(self.sites_layer, feature.geometry().boundingBox())
+            box.scale(2.5)
+            canvas.setExtent(box)
+            canvas.refresh()
+        except Exception as exc:  # a canvas without a CRS must not break looking at sites
+            log.warning("could not zoom to the site: %s" % exc)
 
     # ---------------------------------------------------------------- review
     def start_review(self, layer: Optional[QgsVectorLayer] = None) -> None:
@@ -1012,6 +1163,12 @@ class GroundbreakDock(QDockWidget):
 
     def shutdown(self) -> None:
         """Called when the plugin unloads: stop any run and drop canvas items."""
+        if self.sites_layer is not None:
+            try:
+                self.sites_layer.selectionChanged.disconnect(self._on_site_selection)
+            except (TypeError, RuntimeError):
+                pass
+            self.sites_layer = None
         for proc in (self.engine, self.planner):
             if proc is not None and proc.running:
                 proc.stop_and_wait(UNLOAD_POLICY)

@@ -22,7 +22,8 @@ class GroundbreakProvider(QgsProcessingProvider):
         return QIcon(icon_path())
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        from .algorithms import DetectAlgorithm, PlanAlgorithm
+        from .algorithms import DetectAlgorithm, PlanAlgorithm, TimelineAlgorithm
 
         self.addAlgorithm(DetectAlgorithm())
         self.addAlgorithm(PlanAlgorithm())
+        self.addAlgorithm(TimelineAlgorithm())

@@ -118,6 +118,34 @@ def model_args(model_dir: Optional[str] = None) -> List[str]:
     return ["model", "show"] + ([str(model_dir)] if model_dir else []) + ["--json"]
 
 
+def timeline_args(gpkg: str, enter: Optional[float] = None, exit_: Optional[float] = None,
+                  min_revisits: Optional[int] = None, end_revisits: Optional[int] = None,
+                  smart_dir: Optional[str] = None) -> List[str]:
+    """``timeline --in RUN.gpkg [--enter X --exit Y --min-revisits N --end-revisits M] [--smart DIR] --json``:
+    sites with dates built into the run's GeoPackage (None: the engine's default for that option)."""
+    if not gpkg:
+        raise RequestError("no run GeoPackage given", "choose the output of a run over several dates")
+    for name, value in (("enter", enter), ("exit", exit_)):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise RequestError("the %s threshold %r is outside (0, 1]" % (name, value), "use a score such as 0.7")
+    if enter is not None and exit_ is not None and exit_ > enter:
+        raise RequestError("the exit threshold %s is above the enter threshold %s" % (_num(exit_), _num(enter)),
+                           "hysteresis needs exit <= enter, e.g. enter 0.7 and exit 0.5")
+    args = ["timeline", "--in", str(gpkg)]
+    if enter is not None:
+        args += ["--enter", _num(enter)]
+    if exit_ is not None:
+        args += ["--exit", _num(exit_)]
+    for flag, count in (("--min-revisits", min_revisits), ("--end-revisits", end_revisits)):
+        if count is not None:
+            if count < 1:
+                raise RequestError("%s %r must be at least 1" % (flag, count), "use 2 to need a repeat")
+            args += [flag, str(int(count))]
+    if smart_dir:
+        args += ["--smart", str(smart_dir)]
+    return args + ["--json"]
+
+
 def engine_argv(interpreter: str, args: Sequence[str]) -> List[str]:
     """The full argv: the engine's interpreter runs the engine as a module."""
     if not interpreter:

@@ -84,3 +84,54 @@ def test_a_hung_engine_is_terminated_by_the_shared_escalation(fake_engine, tmp_p
         policy=StopPolicy(cancel_grace_s=0.3, terminate_grace_s=0.3))
     # the engine ignored the cancel line, so it was terminated: the run counts as cancelled
     assert status == "cancelled" and state.status == ""
+
+
+def slow_interpreter(tmp_path, seconds):
+    """An "interpreter" that answers nothing for ``seconds`` (a long timeline build stands in)."""
+    script = tmp_path / "slow-python"
+    script.write_text("#!/bin/sh\nexec sleep %d\n" % seconds)
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_run_json_is_stopped_by_cancel_and_by_its_timeout(tmp_path):
+    import time
+
+    asked = []
+
+    def cancel_after_half_a_second():
+        asked.append(time.monotonic())
+        return asked[-1] - asked[0] > 0.5
+
+    t0 = time.monotonic()
+    try:
+        blocking.run_json(slow_interpreter(tmp_path, 60), request.timeline_args("run.gpkg"),
+                          is_canceled=cancel_after_half_a_second, poll_s=0.05)
+    except blocking.EngineCallError as exc:
+        assert exc.message == "engine timeline was cancelled"
+    else:
+        raise AssertionError("expected EngineCallError")
+    assert 0.5 < time.monotonic() - t0 < 10 and len(asked) > 2  # polled, then terminated at once
+    t0 = time.monotonic()
+    try:
+        blocking.run_json(slow_interpreter(tmp_path, 60), ["info", "--json"], timeout_s=0.5, poll_s=0.05)
+    except blocking.EngineCallError as exc:
+        assert "took longer than 0 s" in exc.message or "took longer than 1 s" in exc.message, exc.message
+    else:
+        raise AssertionError("expected EngineCallError")
+    assert time.monotonic() - t0 < 10
+
+
+def test_timeline_args_and_their_refusals():
+    assert request.timeline_args("r.gpkg") == ["timeline", "--in", "r.gpkg", "--json"]
+    assert request.timeline_args("r.gpkg", enter=0.8, exit_=0.55, min_revisits=3, end_revisits=2, smart_dir="s") == [
+        "timeline", "--in", "r.gpkg", "--enter", "0.8", "--exit", "0.55", "--min-revisits", "3", "--end-revisits",
+        "2", "--smart", "s", "--json"]
+    for kwargs, words in (({"enter": 0.5, "exit_": 0.7}, "above the enter"), ({"enter": 1.5}, "outside"),
+                          ({"min_revisits": 0}, "at least 1")):
+        try:
+            request.timeline_args("r.gpkg", **kwargs)
+        except request.RequestError as exc:
+            assert words in exc.message, exc.message
+        else:
+            raise AssertionError("expected RequestError for %s" % kwargs)

@@ -44,4 +44,10 @@ def test_desktop_first_hour_with_screenshots():
     assert "already exists" in result["resume_dialog"]
     assert checks["resumed_status"] == "ok" and "resumed: " in checks["resumed_summary"]
     assert "resumed " in checks["resumed_counts"]
-    assert len(result["shots"]) == 12
+    # a second run over a 10-date world: its sites, styled by start year, and one site's score over time
+    assert checks["sites_run_status"] == "ok" and checks["sites_count"] > 0 and len(checks["sites_categories"]) >= 1
+    assert "see the Sites tab" in checks["sites_summary"] and not checks["dock_scrolls_sites"]
+    plot = checks["site_plot"]
+    assert plot["site"] and plot["caption"].startswith(plot["site"] + " · started ")
+    assert plot["observations"] == 10 and plot["known"] + plot["unknown"] == 10 and plot["unknown"] > 0, plot
+    assert len(result["shots"]) == 13

@@ -16,7 +16,7 @@ def test_plugin_loads_registers_provider_and_unloads(qgis_iface):
         assert "Set up engine…" in texts and "Settings…" in texts and "Draw AOI polygon" in texts
         provider = QgsApplication.processingRegistry().providerById("groundbreak")
         assert provider is not None
-        assert {a.name() for a in provider.algorithms()} == {"detect", "plan"}
+        assert {a.name() for a in provider.algorithms()} == {"detect", "plan", "timeline"}
         assert QgsApplication.processingRegistry().algorithmById("groundbreak:detect") is not None
     finally:
         instance.unload()

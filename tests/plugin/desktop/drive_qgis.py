@@ -3,7 +3,8 @@ the analyst's first hour on demo data and takes a screenshot of each state of th
 
 States: engine checked, a set-up in progress, a failed set-up (the old engine kept), scenes with a
 folder's sidecar masks skipped and a wrong scene flagged, a plan refused with every problem, a plan,
-mid-run, finished, the "output exists" dialog, a resumed run, review. Config comes from the JSON file
+mid-run, finished, the "output exists" dialog, a resumed run, review, and (after a second run over a
+10-date world) the Sites tab with one site's score over time. Config comes from the JSON file
 named by GB_DESKTOP_CONFIG; the outcome is written to ``config["result"]`` and QGIS exits 0 on success.
 """
 
@@ -320,7 +321,65 @@ def review_start():
         OUT["labels_exported"] = d.export(CFG["labels"])
     note("review: %s; exported %s" % (OUT["review"], OUT.get("labels_exported")))
     zoom_to_aoi()
-    shot("11-review", setup_good)
+    shot("11-review", sites_start)
+
+
+@guarded
+def sites_start():
+    world = CFG.get("timeline_world")
+    if not world:
+        return setup_good()
+    d = dock()
+    aoi = QgsVectorLayer(world["aoi"], "timeline AOI", "ogr")
+    QgsProject.instance().addMapLayer(aoi)
+    aoi.renderer().symbol().setOpacity(0.0)
+    d.aoi_layer_combo.setLayer(aoi)
+    d.use_aoi_layer()
+    d.clear_scenes()
+    d.output_edit.setText(CFG["timeline_out"])
+    d.tabs.setCurrentIndex(0)
+    once(d.info_finished, sites_scenes_done)
+    d.add_scenes(world["scenes"])
+
+
+@guarded
+def sites_scenes_done():
+    d = dock()
+    once(d.run_finished, sites_run_done)
+    d.run()
+
+
+@guarded
+def sites_run_done(status):
+    d = dock()
+    check("sites_run_status", status)
+    layer = d.sites_layer
+    if status != "ok" or layer is None:
+        return finish(False, "the run over 10 dates gave %s and sites layer %s: %s" % (
+            status, layer, d.message_view.toPlainText()))
+    check("sites_count", layer.featureCount())
+    check("sites_categories", [c.value() for c in layer.renderer().categories()])
+    check("sites_summary", d.stage_label.text())
+    # the site with the most unknown dates: the plot shows its hollow markers and bands too
+    from groundbreak import sites as plugin_sites  # the installed plugin's module
+
+    observations = plugin_sites.observations_for(layer)
+    site_id = max(plugin_sites.site_features(layer),
+                  key=lambda f: len(plugin_sites.site_series(f, observations).unknown))["site_id"]
+    d.tabs.setCurrentWidget(d.sites_page)
+    d.show_site(site_id)
+    series = d.site_plot.series
+    check("site_plot", {"site": series.site_id if series else None, "caption": series.caption if series else "",
+                        "known": len(d.site_plot.points()), "unknown": len(d.site_plot.unknown_points()),
+                        "observations": len(series.observations) if series else 0})
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    extent = layer.extent()
+    extent.scale(1.3)
+    canvas.setExtent(extent)
+    canvas.refresh()
+    check("dock_scrolls_sites", d.widget().verticalScrollBar().isVisible())
+    shot("12-sites", setup_good, delay_ms=1200)
 
 
 @guarded
@@ -336,7 +395,7 @@ def setup_good():
 def setup_good_done(ok, message):
     plugin = plugins["groundbreak"]
     check("good_setup", [ok, message])
-    once(plugin.dock.engine_checked, lambda status: shot("12-setup-done", lambda: finish(
+    once(plugin.dock.engine_checked, lambda status: shot("13-setup-done", lambda: finish(
         STATE["mid"] and OUT["detections"] > 0 and ok, "done")))
 
 

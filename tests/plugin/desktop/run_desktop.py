@@ -46,6 +46,16 @@ with rasterio.open(sys.argv[1], "w", driver="GTiff", width=40, height=40, count=
         ds.set_band_description(i, name)
 """
 
+# a 2 x 2 km cut of the timeline demo world (10 dates, sites that start and end between them): the
+# 3-date world above has no sites, so the Sites tab is shown after a second run over this one
+TIMELINE_WORLD_SCRIPT = """
+import json, sys
+from dataclasses import replace
+from groundbreak.world import generate_world, timeline_spec
+w = generate_world(sys.argv[1], replace(timeline_spec(4), width=1024, height=1024, n_sites=6, n_lookalikes=1))
+print(json.dumps({"aoi": str(w.aoi), "scenes": [str(p) for p in w.scene_paths], "crs": w.crs}))
+"""
+
 MODEL_SCRIPT = """
 import sys
 from groundbreak.modelpack import make_random_package
@@ -76,10 +86,10 @@ def model_for_run(dest: Path) -> str:
     return str(dest)
 
 
-def make_world(dest: Path) -> dict:
+def make_world(dest: Path, script: str = WORLD_SCRIPT) -> dict:
     if not ENGINE_PY.exists():
         raise SystemExit("the engine venv %s is needed to generate the demo world" % ENGINE_PY)
-    done = subprocess.run([str(ENGINE_PY), "-c", WORLD_SCRIPT, str(dest)], capture_output=True, timeout=600)
+    done = subprocess.run([str(ENGINE_PY), "-c", script, str(dest)], capture_output=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit("demo world generation failed: %s" % done.stderr.decode()[-2000:])
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -112,6 +122,7 @@ def main(argv=None) -> int:
         print("desktop test: the real engine was asked for and does not work: %s" % engine_problem(), file=sys.stderr)
         return 2
     world = make_world(work / "world")
+    timeline_world = make_world(work / "timeline-world", TIMELINE_WORLD_SCRIPT) if real else None
     bad_scene = work / "other" / "rgb_300m_20220601.tif"
     bad_scene.parent.mkdir()
     done = subprocess.run([str(ENGINE_PY), "-c", BAD_SCENE, str(bad_scene)], capture_output=True, timeout=300)
@@ -141,7 +152,8 @@ def main(argv=None) -> int:
         "result": str(work / "result.json"), "timeout_s": args.timeout - 60, "model": model,
         "screen": [width, height], "dock_width": 400 if width < 1500 else 560, "bad_scene": str(bad_scene),
         "setup": not args.no_setup, "refused_index": "http://127.0.0.1:%d/simple" % refused.getsockname()[1],
-        "tests_dir": str(HERE.parent), "work": str(work),
+        "tests_dir": str(HERE.parent), "work": str(work), "timeline_world": timeline_world,
+        "timeline_out": str(work / "run" / "timeline.gpkg"),
     }
     (work / "config.json").write_text(json.dumps(config))
     display = free_display()
