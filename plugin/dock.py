@@ -1169,6 +1169,14 @@ class GroundbreakDock(QDockWidget):
             except (TypeError, RuntimeError):
                 pass
             self.sites_layer = None
+        # The project outlives the dock: its layer removals at exit must not call into a dead dock
+        # (seen: a segfault at interpreter exit after a run that added sites).
+        try:
+            self.sites_layer_combo.layerChanged.disconnect(self._on_sites_layer_chosen)
+        except (TypeError, RuntimeError):
+            pass
+        self.sites_layer_combo.setLayer(None)
+        self.observations = None
         for proc in (self.engine, self.planner):
             if proc is not None and proc.running:
                 proc.stop_and_wait(UNLOAD_POLICY)

@@ -42,18 +42,22 @@ from qgis.PyQt.QtGui import QColor
 
 from . import live_layer, log
 
-# ---- names the engine writes (mirrors of engine/groundbreak/timeline.py; see the module docstring)
-SITES_LAYER = "sites"
-OBSERVATIONS_LAYER = "site_observations"
-SITE_ID = "site_id"
-START_DATE = "start_date"
-END_DATE = "end_date"  # NULL while the site is ongoing (the first date seen inactive again otherwise)
-START_YEAR = "start_year"
-ONGOING = "ongoing"  # 1 while active at the last processed date
-DATE = "date"
-SCORE = "score"  # NULL when the date is unknown
-STATUS = "status"
-ACTIVE, INACTIVE, UNKNOWN = "active", "inactive", "unknown"  # site_observations.status
+# ---- names the engine writes: one home, names.py (a guarded copy of the engine's)
+from .names import (  # noqa: E402
+    DATE,
+    END_DATE,
+    OBSERVATIONS_LAYER,
+    ONGOING,
+    SCORE,
+    SITE_ID,
+    SITES_LAYER,
+    START_DATE,
+    START_YEAR,
+    STATUS,
+    SiteStatus,
+)
+
+ACTIVE, INACTIVE, UNKNOWN = SiteStatus.ACTIVE.value, SiteStatus.INACTIVE.value, SiteStatus.UNKNOWN.value
 
 SITES_TITLE = "sites (by start year; dashed: ongoing)"
 OBSERVATIONS_TITLE = "site observations (per date)"

@@ -85,3 +85,24 @@ PLAN_STATS: Tuple[str, ...] = (
 DETECTION_PROPERTIES: Tuple[str, ...] = (
     "chip_id", "aoi_id", "scene_id", "date", "score", "label", "model_id", "run_id",
 )
+
+
+# ---- the timeline's output (written by groundbreak.timeline, read by the plugin's Sites tab)
+SITES_LAYER = "sites"
+OBSERVATIONS_LAYER = "site_observations"
+SITE_ID = "site_id"
+START_DATE = "start_date"
+END_DATE = "end_date"  # NULL while the site is ongoing (else the first date seen inactive again)
+START_YEAR = "start_year"
+ONGOING = "ongoing"  # 1 while active at the last processed date
+DATE = "date"
+SCORE = "score"  # NULL when the date is unknown
+STATUS = "status"
+
+
+class SiteStatus(str, Enum):
+    """A site's state on one date (``site_observations.status``) when the model has no phases."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    UNKNOWN = "unknown"

@@ -56,12 +56,11 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from .errors import CorruptFileError, MissingFileError, OutputError, UsageError
+from .names import OBSERVATIONS_LAYER, SITES_LAYER, SiteStatus
 from .store import connect, geometry_from_blob, gpkg_blob
 
 log = logging.getLogger(__name__)
 
-SITES_LAYER = "sites"
-OBSERVATIONS_LAYER = "site_observations"
 RUNS_TABLE = "timeline_runs"
 
 #: Threshold used when neither the parameters nor the run's model say one.
@@ -100,12 +99,6 @@ OBSERVATION_FIELDS: Tuple[Tuple[str, str], ...] = (
 )
 
 
-class SiteStatus(str, Enum):
-    """A site's state on one date (``site_observations.status``)."""
-
-    ACTIVE = "active"
-    INACTIVE = "inactive"
-    UNKNOWN = "unknown"
 
 
 class Phase(str, Enum):
