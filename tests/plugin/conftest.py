@@ -44,3 +44,27 @@ needs_engine = pytest.mark.skipif(
     not engine_available(),
     reason="the engine venv (%s with groundbreak installed; `groundbreak --help` must work) is absent" % ENGINE_PY,
 )
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app):
+    """The Groundbreak Processing provider registered in QGIS's real registry (the one home for it)."""
+    import sys
+
+    from qgis.core import QgsApplication
+
+    if "/usr/share/qgis/python/plugins" not in sys.path:
+        sys.path.append("/usr/share/qgis/python/plugins")
+    from processing.core.Processing import Processing
+
+    from plugin.provider import GroundbreakProvider
+
+    Processing.initialize()
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("groundbreak")
+    if existing is not None:
+        registry.removeProvider(existing)
+    prov = GroundbreakProvider()
+    assert registry.addProvider(prov)
+    yield prov
+    registry.removeProvider(prov)

@@ -12,7 +12,6 @@ import zipfile
 import pytest
 from conftest import RECORDED, REPO
 from qgis.core import (
-    QgsApplication,
     QgsFeature,
     QgsGeometry,
     QgsProcessingException,
@@ -22,25 +21,6 @@ from qgis.core import (
 )
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app):
-    if "/usr/share/qgis/python/plugins" not in sys.path:
-        sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from plugin.provider import GroundbreakProvider
-
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("groundbreak")
-    if existing is not None:
-        registry.removeProvider(existing)
-    prov = GroundbreakProvider()
-    assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
 
 
 def aoi_layer():

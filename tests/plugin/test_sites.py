@@ -13,12 +13,10 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 from conftest import ENGINE_PY, needs_engine
 from qgis.core import (
-    QgsApplication,
     QgsCategorizedSymbolRenderer,
     QgsDateTimeRange,
     QgsExpression,
@@ -316,25 +314,6 @@ def test_the_dock_sites_tab_follows_the_selection(gpkg, qgis_iface, qgis_new_pro
         assert dock.site_list.count() == 0 and dock.site_plot.series is None
     finally:
         dock.shutdown()
-
-
-@pytest.fixture
-def provider(qgis_app):
-    if "/usr/share/qgis/python/plugins" not in sys.path:
-        sys.path.append("/usr/share/qgis/python/plugins")
-    from processing.core.Processing import Processing
-
-    from plugin.provider import GroundbreakProvider
-
-    Processing.initialize()
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("groundbreak")
-    if existing is not None:
-        registry.removeProvider(existing)
-    prov = GroundbreakProvider()
-    assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
 
 
 def last_timeline_params(path):
